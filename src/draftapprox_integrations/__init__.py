@@ -1,0 +1,39 @@
+"""draftapprox-integrations: draft-based approximate inference (SpecPC, SpecKV) for RAG pipelines.
+
+The core lives in :mod:`draftapprox_integrations.engine` and knows no framework; the LangChain and
+LlamaIndex adapters live in :mod:`draftapprox_integrations.langchain` and
+:mod:`draftapprox_integrations.llama_index` and are imported only when used.
+"""
+
+from .engine import (
+    ConfigError,
+    ContextLengthError,
+    DraftApproxEngine,
+    DraftApproxError,
+    EngineUsageError,
+    IncompatibleModelsError,
+    MissingEmbeddedModelError,
+    ModelReferenceError,
+    SpecKVConfig,
+    SpecPCConfig,
+    clear_engines,
+    get_engine,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DraftApproxEngine",
+    "SpecKVConfig",
+    "SpecPCConfig",
+    "get_engine",
+    "clear_engines",
+    "ConfigError",
+    "ContextLengthError",
+    "DraftApproxError",
+    "EngineUsageError",
+    "IncompatibleModelsError",
+    "MissingEmbeddedModelError",
+    "ModelReferenceError",
+    "__version__",
+]

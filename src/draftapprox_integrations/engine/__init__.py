@@ -1,0 +1,32 @@
+"""Framework-free core: model loading, attention capture, scoring and the two methods."""
+
+from .config import SpecKVConfig, SpecPCConfig
+from .engine import DraftApproxEngine, clear_engines, get_engine
+from .errors import (
+    ConfigError,
+    ContextLengthError,
+    DraftApproxError,
+    EngineUsageError,
+    IncompatibleModelsError,
+    MissingEmbeddedModelError,
+    ModelReferenceError,
+)
+from .loading import EMBEDDED_MODELS, cache_dir, resolve_reference
+
+__all__ = [
+    "DraftApproxEngine",
+    "SpecKVConfig",
+    "SpecPCConfig",
+    "get_engine",
+    "clear_engines",
+    "EMBEDDED_MODELS",
+    "cache_dir",
+    "resolve_reference",
+    "ConfigError",
+    "ContextLengthError",
+    "DraftApproxError",
+    "EngineUsageError",
+    "IncompatibleModelsError",
+    "MissingEmbeddedModelError",
+    "ModelReferenceError",
+]

@@ -1,0 +1,116 @@
+"""Validated configurations of the two methods, with the paper's defaults (arXiv 2506.08373)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+
+_REDUCTIONS = ("max", "mean")
+_POOLINGS = ("max", "avg", "none")
+
+
+def _check_positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else ">= 1"
+        raise ConfigError(f"{name} must be {bound}, got {value}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+class _ConfigMixin:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[arg-type]
+
+    def replace(self, **changes: Any):
+        known = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        unknown = set(changes) - known
+        if unknown:
+            raise ConfigError(f"unknown {type(self).__name__} field(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class SpecPCConfig(_ConfigMixin):
+    """SpecPC: the draft's attention from the question window and lookahead picks the prompt tokens to keep.
+
+    window_size: last prompt tokens whose queries score the prompt (always kept).
+    lookahead_tokens: tokens the draft generates; each new token's attention is scored too.
+    pooling / kernel_size: centred 1-D smoothing of the token scores.
+    neighbor_tokens: each selected position grows by this many nearest neighbours (None: kernel_size).
+    head_reduction: over heads and window queries; layer_reduction: over layers; step_reduction: over
+    the prefill and lookahead steps.
+    starting_layer_index: layers below this are ignored (early layers attend broadly).
+    weighted_query: window queries weighted linearly 0 -> 1 so later queries count more.
+    """
+
+    window_size: int = 64
+    lookahead_tokens: int = 1
+    pooling: str = "max"
+    kernel_size: int = 32
+    neighbor_tokens: int | None = None
+    head_reduction: str = "max"
+    layer_reduction: str = "max"
+    step_reduction: str = "max"
+    starting_layer_index: int = 8
+    weighted_query: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positive_int("window_size", self.window_size)
+        _check_positive_int("lookahead_tokens", self.lookahead_tokens, allow_zero=True)
+        _check_choice("pooling", self.pooling, _POOLINGS)
+        _check_positive_int("kernel_size", self.kernel_size)
+        if self.neighbor_tokens is not None:
+            _check_positive_int("neighbor_tokens", self.neighbor_tokens, allow_zero=True)
+        _check_choice("head_reduction", self.head_reduction, _REDUCTIONS)
+        _check_choice("layer_reduction", self.layer_reduction, _REDUCTIONS)
+        _check_choice("step_reduction", self.step_reduction, _REDUCTIONS)
+        _check_positive_int("starting_layer_index", self.starting_layer_index, allow_zero=True)
+        if not isinstance(self.weighted_query, bool):
+            raise ConfigError(f"weighted_query must be a bool, got {self.weighted_query!r}")
+
+    @property
+    def neighbors(self) -> int:
+        return self.kernel_size if self.neighbor_tokens is None else self.neighbor_tokens
+
+
+@dataclass(frozen=True)
+class SpecKVConfig(_ConfigMixin):
+    """SpecKV: the draft's approximate answer extends SnapKV's observation window.
+
+    budget: KV entries kept per layer and KV head (the paper's max_capacity_prompt), window included.
+    window_size: last prompt tokens always kept and used as observation queries.
+    kernel_size / pooling: odd 1-D smoothing of key scores before top-k.
+    reduction: over observation queries and the query heads of each KV group.
+    lookahead_tokens: draft tokens to generate as the approximate answer (None: as many as the target's
+    max_new_tokens).
+    """
+
+    budget: int = 256
+    window_size: int = 32
+    kernel_size: int = 7
+    pooling: str = "max"
+    reduction: str = "max"
+    lookahead_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive_int("budget", self.budget)
+        _check_positive_int("window_size", self.window_size)
+        _check_positive_int("kernel_size", self.kernel_size)
+        if self.pooling != "none" and self.kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd so the pooling is centred, got {self.kernel_size}")
+        _check_choice("pooling", self.pooling, _POOLINGS)
+        _check_choice("reduction", self.reduction, _REDUCTIONS)
+        if self.lookahead_tokens is not None:
+            _check_positive_int("lookahead_tokens", self.lookahead_tokens, allow_zero=True)
+        if self.window_size > self.budget:
+            raise ConfigError(
+                f"window_size ({self.window_size}) is larger than budget ({self.budget}): the window is always "
+                "kept, so the budget must hold it; raise the budget or shrink the window"
+            )

