@@ -151,6 +151,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} does not exist: CUDA has {torch.cuda.device_count()} device(s) here")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {device!r} was asked for but MPS is not available here")
     if dev.type not in ("cpu", "cuda", "mps"):
