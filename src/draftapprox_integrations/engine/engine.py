@@ -134,6 +134,15 @@ class DraftApproxEngine:
                 f"draft {self.draft_source.name!r} has a context of only {self.draft.context_length} tokens"
             )
 
+    # -- methods -----------------------------------------------------------------------------------
+
+    def compress(self, context, query=None, *, budget=None, rate=None, config=None, **options):
+        """SpecPC prompt compression with the draft; see :func:`draftapprox_integrations.engine.specpc.compress`."""
+        from .specpc import compress
+
+        with self._lock:
+            return compress(self, context, query, budget=budget, rate=rate, config=config, **options)
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "device": str(self.device),

@@ -21,6 +21,10 @@ class IncompatibleModelsError(DraftApproxError, ValueError):
     """A draft/target pair cannot work together."""
 
 
+class InvalidInputError(DraftApproxError, ValueError):
+    """An input (documents, query, content) cannot be processed as given."""
+
+
 class ContextLengthError(DraftApproxError, ValueError):
     """A prompt does not fit the model's context window."""
 
