@@ -90,6 +90,7 @@ class SpecKVConfig(_ConfigMixin):
     reduction: over observation queries and the query heads of each KV group.
     lookahead_tokens: draft tokens to generate as the approximate answer (None: as many as the target's
     max_new_tokens).
+    sink_tokens: first entries StreamingLLM (the baseline) always keeps; the rest of its budget is recent.
     """
 
     budget: int = 256
@@ -98,6 +99,7 @@ class SpecKVConfig(_ConfigMixin):
     pooling: str = "max"
     reduction: str = "max"
     lookahead_tokens: int | None = None
+    sink_tokens: int = 4
 
     def __post_init__(self) -> None:
         _check_positive_int("budget", self.budget)
@@ -109,6 +111,7 @@ class SpecKVConfig(_ConfigMixin):
         _check_choice("reduction", self.reduction, _REDUCTIONS)
         if self.lookahead_tokens is not None:
             _check_positive_int("lookahead_tokens", self.lookahead_tokens, allow_zero=True)
+        _check_positive_int("sink_tokens", self.sink_tokens, allow_zero=True)
         if self.window_size > self.budget:
             raise ConfigError(
                 f"window_size ({self.window_size}) is larger than budget ({self.budget}): the window is always "

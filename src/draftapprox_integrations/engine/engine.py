@@ -143,6 +143,20 @@ class DraftApproxEngine:
         with self._lock:
             return compress(self, context, query, budget=budget, rate=rate, config=config, **options)
 
+    # -- SpecKV ---------------------------------------------------------------------------------
+
+    def generate(self, prompt, **kwargs: Any):
+        """Generate with the target, its KV compressed by ``method`` (see :mod:`.speckv`). -> GenerationResult"""
+        from .speckv import generate
+
+        return generate(self, prompt, **kwargs)
+
+    def stream(self, prompt, **kwargs: Any):
+        """Like :meth:`generate`, as an iterator of StreamChunk deltas (validated before the first chunk)."""
+        from .speckv import stream
+
+        return stream(self, prompt, **kwargs)
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "device": str(self.device),

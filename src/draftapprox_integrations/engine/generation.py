@@ -1,0 +1,203 @@
+"""The token-by-token decode loop shared by every generation method (and by the draft's lookahead).
+
+The loop is deliberately plain: one forward per token from a given cache, with explicit ``position_ids``
+so that a compressed cache (fewer entries than tokens seen) still gives every new token its true
+position. Sampling is greedy at temperature 0, otherwise temperature + nucleus (top-p) sampling from a
+seeded generator. Stop sequences are checked on the decoded text (a stop string may span tokens) and
+trimmed from the answer; text that could still be the start of a stop sequence is held back while
+streaming, so a streamed answer never shows a stop sequence that the final answer trims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import ConfigError
+
+
+def eos_token_ids(loaded_model) -> set[int]:
+    """Every token id that ends generation for this model: tokenizer EOS plus the generation config's list."""
+    ids: set[int] = set()
+    candidates = [getattr(loaded_model.tokenizer, "eos_token_id", None)]
+    for cfg in (getattr(loaded_model.model, "generation_config", None), loaded_model.model.config):
+        if cfg is not None:
+            candidates.append(getattr(cfg, "eos_token_id", None))
+    for value in candidates:
+        if value is None:
+            continue
+        if isinstance(value, int):
+            ids.add(value)
+        else:
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not isinstance(temperature, (int, float)) or temperature < 0:
+        raise ConfigError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
+
+
+def check_stop(stop: Sequence[str] | str | None) -> tuple[str, ...]:
+    """Normalise stop sequences: a single string becomes one sequence; empty strings are refused."""
+    if stop is None:
+        return ()
+    if isinstance(stop, str):
+        stop = [stop]
+    out = tuple(stop)
+    for s in out:
+        if not isinstance(s, str) or not s:
+            raise ConfigError(f"stop sequences must be non-empty strings, got {s!r}")
+    return out
+
+
+class TokenSampler:
+    """Picks the next token from logits: greedy at temperature 0, else temperature + top-p with a seed."""
+
+    def __init__(self, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> None:
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        # A CPU generator keeps sampling reproducible for a seed whatever device the logits live on.
+        self.generator = torch.Generator(device="cpu")
+        if seed is not None:
+            self.generator.manual_seed(int(seed))
+        else:
+            self.generator.seed()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    def __call__(self, logits: torch.Tensor) -> int:
+        logits = logits.reshape(-1).float()
+        if self.greedy:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / self.temperature, dim=-1).cpu()
+        if self.top_p < 1.0:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            cumulative = torch.cumsum(sorted_probs, dim=-1)
+            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+            outside = cumulative - sorted_probs >= self.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=self.generator)
+            return int(order[choice])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+class StopTextTracker:
+    """Turns a growing list of token ids into text deltas, honouring stop sequences.
+
+    ``push(token_id)`` returns the newly safe text and whether a stop sequence ended the answer. Text is
+    re-decoded from all tokens each step (cheap at answer lengths) because a token's text can depend on
+    its neighbours (byte-level merges, leading spaces).
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str] = ()) -> None:
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.token_ids: list[int] = []
+        self.emitted = 0  # characters of the answer already handed out
+        self.text = ""
+        self.stopped = False
+
+    def _decode(self) -> str:
+        return self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        self.token_ids.append(int(token_id))
+        text = self._decode()
+        cut = None
+        for s in self.stop:
+            at = text.find(s)
+            if at != -1 and (cut is None or at < cut):
+                cut = at
+        if cut is not None:
+            self.text = text[:cut]
+            self.stopped = True
+            delta = self.text[self.emitted :] if len(self.text) > self.emitted else ""
+            self.emitted = max(self.emitted, len(self.text))
+            return delta, True
+        self.text = text
+        safe = len(text)
+        # An unfinished multi-byte character decodes as U+FFFD until its last byte arrives.
+        while safe > self.emitted and text[safe - 1] == "\ufffd":
+            safe -= 1
+        # Hold back the longest suffix that could be the beginning of a stop sequence.
+        hold = 0
+        for s in self.stop:
+            for k in range(min(len(s) - 1, safe), 0, -1):
+                if text[safe - k : safe] == s[:k]:
+                    hold = max(hold, k)
+                    break
+        safe -= hold
+        delta = text[self.emitted : safe] if safe > self.emitted else ""
+        self.emitted = max(self.emitted, safe)
+        return delta, False
+
+    def flush(self) -> str:
+        """The held-back remainder once generation ends without a stop sequence."""
+        delta = self.text[self.emitted :]
+        self.emitted = len(self.text)
+        return delta
+
+
+@dataclass
+class DecodeStep:
+    """One generated token (``token_id`` None on a final flush) with its text delta; ``finish_reason`` on the last."""
+
+    token_id: int | None
+    text: str
+    finish_reason: str | None = None
+
+
+@torch.no_grad()
+def decode_tokens(
+    model,
+    tokenizer,
+    cache,
+    first_logits: torch.Tensor,
+    next_position: int,
+    *,
+    max_new_tokens: int,
+    sampler: TokenSampler,
+    eos_ids: set[int],
+    stop: Sequence[str] = (),
+) -> Iterator[DecodeStep]:
+    """Sample up to ``max_new_tokens`` tokens, starting from the logits of the last prompt token.
+
+    ``cache`` holds the (possibly compressed) prompt KV; ``next_position`` is the true position of the
+    first new token (the prompt length), used as ``position_ids`` whatever the cache length is. EOS is not
+    part of the answer. The last step carries ``finish_reason``: "eos", "stop" or "length".
+    """
+    tracker = StopTextTracker(tokenizer, stop)
+    device = first_logits.device
+    logits = first_logits
+    position = next_position
+    for step in range(max_new_tokens):
+        token = sampler(logits)
+        if token in eos_ids:
+            yield DecodeStep(None, tracker.flush(), "eos")
+            return
+        delta, stopped = tracker.push(token)
+        if stopped:
+            yield DecodeStep(token, delta, "stop")
+            return
+        if step == max_new_tokens - 1:
+            yield DecodeStep(token, delta + tracker.flush(), "length")
+            return
+        yield DecodeStep(token, delta)
+        out = model(
+            input_ids=torch.tensor([[token]], device=device),
+            position_ids=torch.tensor([[position]], device=device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = out.logits[0, -1]
+        position += 1

@@ -1,0 +1,283 @@
+"""SpecKV numerics on tiny random models: exactness against plain generation and a direct SnapKV computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
+from draftapprox_integrations.engine.speckv import encode_prompt, prefill_and_compress
+
+PROMPT = (
+    "Alice keeps the red key in the kitchen drawer. Bob hides the blue key under the mat. "
+    "The green key sits on the shelf next to the old clock. Which key is under the mat?"
+)
+
+
+def _engine(folder, draft_folder=None) -> DraftApproxEngine:
+    return DraftApproxEngine(str(draft_folder or folder), str(folder), device="cpu", dtype="float32")
+
+
+def _greedy_reference(engine: DraftApproxEngine, prompt: str, n: int) -> list[int]:
+    """Plain transformers greedy generation, cut at (and without) the first EOS."""
+    target = engine.target
+    ids = torch.tensor([encode_prompt(target, None, prompt)])
+    out = target.model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, pad_token_id=0
+    )
+    new = out[0, ids.shape[1] :].tolist()
+    eos = target.tokenizer.eos_token_id
+    return new[: new.index(eos)] if eos in new else new
+
+
+@pytest.mark.parametrize(
+    "arch,method", [("llama", "full"), ("llama", "speckv"), ("gemma3_text", "snapkv"), ("gemma3_text", "streamingllm")]
+)
+def test_budget_covering_prompt_generates_plain_greedy_tokens(tiny_model_factory, arch, method):
+    engine = _engine(tiny_model_factory(arch))
+    n_prompt = len(encode_prompt(engine.target, None, PROMPT))
+    result = engine.generate(PROMPT, method=method, budget=n_prompt + 3, max_new_tokens=12)
+    assert result.token_ids == _greedy_reference(engine, PROMPT, 12)
+    assert result.stats.kv_entries_kept == result.stats.kv_entries_full == n_prompt
+    assert result.stats.kv_bytes_kept == result.stats.kv_bytes_full
+    if method != "full":
+        assert result.stats.fell_back_to_full
+        assert "full KV" in result.stats.note
+
+
+def _eager_attentions(folder, input_ids: list[int]):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager", dtype=torch.float32)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([input_ids]), output_attentions=True)
+    return model, out.attentions
+
+
+def _direct_snapkv_pooled(obs, kv_heads, kernel, pooling, reduction):
+    """SnapKV written out. obs: [Hq, Q, K'] observation rows over the keys outside the window."""
+    groups = obs.shape[0] // kv_heads
+    per_kv = obs.reshape(kv_heads, groups * obs.shape[1], obs.shape[2])
+    scores = per_kv.amax(dim=1) if reduction == "max" else per_kv.mean(dim=1)
+    pad = kernel // 2
+    if pooling == "max":
+        pooled = F.max_pool1d(scores[:, None, :], kernel, stride=1, padding=pad)[:, 0]
+    else:
+        summed = F.avg_pool1d(F.pad(scores[:, None, :], (pad, pad)), kernel, stride=1)[:, 0] * kernel
+        counts = F.avg_pool1d(F.pad(torch.ones_like(scores)[:, None, :], (pad, pad)), kernel, stride=1)[:, 0] * kernel
+        pooled = summed / counts
+    return pooled  # [Hkv, prompt_len - window]
+
+
+@pytest.mark.parametrize(
+    "with_lookahead,pooling,reduction",
+    [(False, "avg", "mean"), (True, "avg", "mean"), (True, "avg", "max"), (True, "max", "max")],
+)
+def test_kept_indices_match_direct_snapkv(tiny_model_factory, smollm2_tokenizer, with_lookahead, pooling, reduction):
+    folder = tiny_model_factory("llama")
+    engine = _engine(folder)
+    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    lookahead = smollm2_tokenizer(" The blue key is under the mat.", add_special_tokens=False)["input_ids"]
+    lookahead = lookahead if with_lookahead else []
+    cfg = SpecKVConfig(budget=20, window_size=6, kernel_size=5, pooling=pooling, reduction=reduction)
+    got = prefill_and_compress(engine.target, prompt_ids, lookahead, method="speckv", config=cfg)
+
+    L, la = len(prompt_ids), len(lookahead)
+    model, attentions = _eager_attentions(folder, prompt_ids + lookahead)
+    kv_heads = model.config.num_key_value_heads
+    assert sorted(got.kept_indices) == list(range(model.config.num_hidden_layers))
+    for layer, attn in enumerate(attentions):
+        # The observation queries are the window's and the lookahead's rows; keys: the prompt outside the window.
+        obs = attn[0, :, L - cfg.window_size : L + la, : L - cfg.window_size]
+        pooled = _direct_snapkv_pooled(obs, kv_heads, cfg.kernel_size, pooling, reduction)
+        n_top = cfg.budget - cfg.window_size
+        window = list(range(L - cfg.window_size, L))
+        kept = got.kept_indices[layer][0]
+        for head in range(kv_heads):
+            chosen = [i for i in kept[head].tolist() if i < L - cfg.window_size]
+            assert kept[head].tolist()[-cfg.window_size :] == window
+            assert len(chosen) == n_top
+            expected = sorted(pooled[head].topk(n_top).indices.tolist())
+            if pooling == "avg":
+                assert chosen == expected, (layer, head)
+            else:
+                # Max pooling makes plateaus of equal scores; any choice among exact ties is right.
+                kth = pooled[head].topk(n_top).values[-1]
+                assert (pooled[head][chosen] >= kth - 1e-6).all(), (layer, head)
+                assert set(chosen) & set(expected) and len(set(chosen) ^ set(expected)) <= 2 * n_top
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3_text"])
+@pytest.mark.parametrize("method", ["snapkv", "speckv", "streamingllm"])
+def test_compressed_cache_holds_exactly_budget_entries(tiny_model_factory, arch, method):
+    engine = _engine(tiny_model_factory(arch))
+    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    cfg = SpecKVConfig(budget=17, window_size=5)
+    lookahead = prompt_ids[3:10] if method == "speckv" else []
+    got = prefill_and_compress(engine.target, prompt_ids, lookahead, method=method, config=cfg)
+    cfg_model = engine.target.model.config
+    for layer in got.cache.layers:
+        assert layer.keys.shape == layer.values.shape
+        assert layer.keys.shape[1] == cfg_model.num_key_value_heads
+        if getattr(layer, "is_sliding", False):
+            # Sliding layers keep their own window (minus the one slot the next token takes).
+            assert layer.keys.shape[2] == min(len(prompt_ids), layer.sliding_window - 1)
+            assert layer.get_seq_length() == len(prompt_ids)
+        else:
+            assert layer.keys.shape[2] == 17
+    for idx in got.kept_indices.values():
+        for head in idx[0]:
+            assert len(set(head.tolist())) == 17 and head.max() < len(prompt_ids)
+    assert got.kv_bytes_kept < got.kv_bytes_full
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text"])
+def test_cache_that_kept_everything_decodes_full_model_logits(tiny_model_factory, arch):
+    """Lookahead prefilled then dropped, every prompt entry kept: the next logits are the full model's."""
+    engine = _engine(tiny_model_factory(arch))
+    model = engine.target.model
+    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    lookahead = prompt_ids[5:17]
+    cfg = SpecKVConfig(budget=len(prompt_ids) + 1, window_size=4)
+    got = prefill_and_compress(engine.target, prompt_ids, lookahead, method="speckv", config=cfg)
+    # The lookahead's entries are gone from every layer.
+    assert all(layer.get_seq_length() == len(prompt_ids) for layer in got.cache.layers)
+    next_token = 1234
+    with torch.no_grad():
+        reference = model(input_ids=torch.tensor([prompt_ids + [next_token]])).logits[0]
+        assert torch.allclose(got.first_logits, reference[-2], atol=1e-4)
+        step = model(
+            input_ids=torch.tensor([[next_token]]),
+            position_ids=torch.tensor([[len(prompt_ids)]]),
+            past_key_values=got.cache,
+            use_cache=True,
+        ).logits[0, -1]
+    assert torch.allclose(step, reference[-1], atol=1e-4)
+
+
+def test_decoding_uses_true_positions_after_compression(tiny_model_factory):
+    """With a compressed cache the next token's logits equal attention over the kept entries at its true position."""
+    engine = _engine(tiny_model_factory("llama"))
+    model = engine.target.model
+    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    cfg = SpecKVConfig(budget=16, window_size=4)
+    got = prefill_and_compress(engine.target, prompt_ids, [], method="streamingllm", config=cfg)
+    # StreamingLLM keeps the same positions in every layer: 4 sinks + the last 12. Rebuild that by masking.
+    kept = torch.zeros(len(prompt_ids) + 1, dtype=torch.long)
+    kept[:4] = 1
+    kept[len(prompt_ids) - 12 :] = 1
+    token = 777
+    with torch.no_grad():
+        step = model(
+            input_ids=torch.tensor([[token]]),
+            position_ids=torch.tensor([[len(prompt_ids)]]),
+            past_key_values=got.cache,
+            use_cache=True,
+        ).logits[0, -1]
+        # Reference: the full sequence, the new token attending only to the kept entries (mask on its row).
+        full_ids = torch.tensor([prompt_ids + [token]])
+        n = full_ids.shape[1]
+        mask = torch.tril(torch.ones(n, n, dtype=torch.bool))
+        mask[-1] = kept.bool()
+        additive = torch.zeros(1, 1, n, n).masked_fill(~mask, float("-inf"))
+        # Earlier rows keep the full causal prefix, as the prefill did before compression.
+        reference = model(input_ids=full_ids, attention_mask=additive).logits[0, -1]
+    assert torch.allclose(step, reference, atol=1e-4)
+
+
+def test_gemma3_hybrid_generates_with_compression(tiny_model_factory):
+    engine = _engine(tiny_model_factory("gemma3_text"))
+    result = engine.generate(PROMPT, method="speckv", config=SpecKVConfig(budget=20, window_size=4), max_new_tokens=8)
+    assert result.stats.kv_entries_kept == 20
+    assert result.stats.completion_tokens == len(result.token_ids) > 0
+    assert result.stats.lookahead_tokens > 0
+    # Two of four layers slide over 8 tokens: they hold 7 entries whatever the budget.
+    per_entry = 2 * 16 * 4 * 2
+    assert result.stats.kv_bytes_kept == (2 * 20 + 2 * 7) * per_entry
+    assert result.stats.kv_bytes_full == (2 * result.stats.prompt_tokens + 2 * 7) * per_entry
+
+
+def test_stream_deltas_add_up_to_generate(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    cfg = SpecKVConfig(budget=20, window_size=4)
+    whole = engine.generate(PROMPT, method="speckv", config=cfg, max_new_tokens=12)
+    chunks = list(engine.stream(PROMPT, method="speckv", config=cfg, max_new_tokens=12))
+    assert "".join(c.text for c in chunks) == whole.text
+    assert [c.token_id for c in chunks if c.token_id is not None] == whole.token_ids
+    assert all(c.stats is None for c in chunks[:-1]) and chunks[-1].stats is not None
+    assert chunks[-1].finish_reason == whole.finish_reason
+
+
+def test_stop_sequence_trims_and_one_that_never_appears(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    free = engine.generate(PROMPT, method="snapkv", budget=40, max_new_tokens=16)
+    assert free.finish_reason == "length"
+    stop = free.text[len(free.text) // 2 : len(free.text) // 2 + 3]
+    cut = engine.generate(PROMPT, method="snapkv", budget=40, max_new_tokens=16, stop=[stop])
+    assert cut.finish_reason == "stop"
+    assert cut.text == free.text[: free.text.index(stop)]
+    streamed = list(engine.stream(PROMPT, method="snapkv", budget=40, max_new_tokens=16, stop=[stop]))
+    assert "".join(c.text for c in streamed) == cut.text
+    never = engine.generate(PROMPT, method="snapkv", budget=40, max_new_tokens=16, stop=["\u2603never\u2603"])
+    assert never.text == free.text and never.finish_reason == "length"
+    assert "no stop sequence appeared" in never.stats.note
+
+
+def test_sampling_is_seeded(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    kw = dict(method="snapkv", budget=40, max_new_tokens=6, temperature=1.5, top_p=0.9)
+    a = engine.generate(PROMPT, seed=3, **kw)
+    b = engine.generate(PROMPT, seed=3, **kw)
+    c = engine.generate(PROMPT, seed=4, **kw)
+    greedy = engine.generate(PROMPT, method="snapkv", budget=40, max_new_tokens=6)
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids or a.token_ids != greedy.token_ids
+
+
+def test_draft_that_emits_eos_at_once(tiny_model_factory, tmp_path, smollm2_tokenizer):
+    """A draft whose first token is EOS: empty lookahead, SnapKV behaviour, stated in the note."""
+    from transformers import AutoModelForCausalLM
+
+    source = tiny_model_factory("llama")
+    model = AutoModelForCausalLM.from_pretrained(str(source))
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # every logit 0: greedy argmax is token 0 ...
+    model.config.eos_token_id = 0  # ... which this draft declares as its end of sequence
+    model.generation_config.eos_token_id = 0
+    model.save_pretrained(tmp_path)
+    smollm2_tokenizer.save_pretrained(tmp_path)
+    cfg = SpecKVConfig(budget=20, window_size=4)
+    engine = _engine(source, draft_folder=tmp_path)
+    spec = engine.generate(PROMPT, method="speckv", config=cfg, max_new_tokens=8)
+    snap = engine.generate(PROMPT, method="snapkv", config=cfg, max_new_tokens=8)
+    assert spec.stats.lookahead_tokens == 0 and spec.stats.lookahead_text == ""
+    assert "EOS at once" in spec.stats.note
+    assert spec.token_ids == snap.token_ids
+
+
+def test_bad_inputs(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    with pytest.raises(ConfigError, match="empty"):
+        engine.generate("   ")
+    with pytest.raises(ConfigError, match="empty"):
+        engine.generate([])
+    with pytest.raises(ConfigError, match="window_size"):
+        engine.generate(PROMPT, budget=16)  # the default window is 32
+    with pytest.raises(ConfigError, match="window_size"):
+        SpecKVConfig(budget=8, window_size=9)
+    with pytest.raises(ContextLengthError, match="context"):
+        engine.generate("word " * 5000, method="snapkv", budget=64)
+    with pytest.raises(ConfigError, match="unknown method"):
+        engine.generate(PROMPT, method="h2o")
+    with pytest.raises(ConfigError, match="temperature"):
+        engine.generate(PROMPT, temperature=-1)
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        engine.generate(PROMPT, max_new_tokens=0)
+    with pytest.raises(ConfigError, match="prompt_budget"):
+        engine.generate(PROMPT, method="speckv-pc", budget=64)
+    with pytest.raises(ConfigError, match="stop"):
+        engine.generate(PROMPT, stop=[""])
+    # Errors come before any chunk: stream() validates eagerly.
+    with pytest.raises(ConfigError):
+        engine.stream("", method="snapkv")
