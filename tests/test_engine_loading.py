@@ -11,6 +11,7 @@ from draftapprox_integrations import (
     ConfigError,
     DraftApproxEngine,
     EngineUsageError,
+    IncompatibleModelsError,
     ModelReferenceError,
     SpecKVConfig,
     SpecPCConfig,
@@ -86,6 +87,17 @@ def test_auto_device_and_dtype():
     expected = torch.bfloat16 if loading.cpu_has_native_bf16() else torch.float32
     assert loading.resolve_dtype("auto", torch.device("cpu")) == expected
     assert loading.resolve_dtype("fp32", torch.device("cpu")) == torch.float32
+
+
+def test_model_without_readable_attention_is_rejected(tmp_path, smollm2_tokenizer):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("mamba", vocab_size=len(smollm2_tokenizer), hidden_size=32, num_hidden_layers=2, state_size=4)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    smollm2_tokenizer.save_pretrained(tmp_path)
+    engine = DraftApproxEngine(str(tmp_path), None, device="cpu", dtype="float32")
+    with pytest.raises(IncompatibleModelsError, match="attention"):
+        engine.load()
 
 
 def test_engine_needs_a_model():

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .errors import EngineUsageError, IncompatibleModelsError
+from .errors import EngineUsageError
 from .loading import (
     LoadedModel,
     ModelSource,
@@ -120,21 +120,6 @@ class DraftApproxEngine:
             return False
         a, b = self.draft.tokenizer, self.target.tokenizer
         return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
-
-    def check_pair(self) -> None:
-        """Raise IncompatibleModelsError when the draft cannot serve the target.
-
-        Vocabularies may differ (the lookahead passes as text); what cannot work is a draft whose context
-        is shorter than the prompts it must read for the target, when no chunking applies.
-        """
-        if not (self.has_draft and self.has_target):
-            return
-        if self.draft.context_length < 256:
-            raise IncompatibleModelsError(
-                f"draft {self.draft_source.name!r} has a context of only {self.draft.context_length} tokens"
-            )
-
-    # -- methods -----------------------------------------------------------------------------------
 
     def compress(self, context, query=None, *, budget=None, rate=None, config=None, **options):
         """SpecPC prompt compression with the draft; see :func:`draftapprox_integrations.engine.specpc.compress`."""

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, MissingEmbeddedModelError, ModelReferenceError
+from .errors import ConfigError, IncompatibleModelsError, MissingEmbeddedModelError, ModelReferenceError
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def load_model(
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .hooks import ATTENTION_NAME, register_attention
+    from .hooks import ATTENTION_NAME, attention_modules, register_attention
 
     started = time.perf_counter()
     folder = converted_folder(source) if source.kind in ("embedded", "gguf") else source.location
@@ -352,6 +352,11 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:
+        if "attn_implementation" in str(exc):
+            raise IncompatibleModelsError(
+                f"{source.name!r} cannot serve as a draft or target: its architecture does not route attention "
+                f"through transformers' attention interface, so its attention cannot be read ({exc})"
+            ) from exc
         if source.kind != "hub":
             raise
         raise ModelReferenceError(
@@ -359,6 +364,11 @@ def load_model(
             f"local folder, not a .gguf file, and as a Hugging Face id it is neither in the local hub cache nor "
             f"reachable ({type(exc).__name__}: {exc})"
         ) from exc
+    if not attention_modules(model):
+        raise IncompatibleModelsError(
+            f"{source.name!r} ({type(model).__name__}) has no attention layers whose weights can be read; "
+            "draft-based methods need a decoder-only transformer"
+        )
     if not quantization:
         model.to(device)
     model.eval()
