@@ -1,4 +1,4 @@
-"""`draftapprox` command line: demo | info."""
+"""`draftapprox` command line: demo | info | compress."""
 
 from __future__ import annotations
 
@@ -56,6 +56,43 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compress(args: argparse.Namespace) -> int:
+    """SpecPC: compress a context (file or stdin) for a query; prints the compressed text, stats on stderr."""
+    from .engine import DraftApproxEngine
+    from .engine.config import SpecPCConfig
+
+    if args.file and args.file != "-":
+        with open(args.file, encoding="utf-8") as fh:
+            context = fh.read()
+    else:
+        context = sys.stdin.read()
+    if not context.strip():
+        print("draftapprox compress: the context is empty (give a file or pipe text in)", file=sys.stderr)
+        return 2
+    if args.budget is None and args.rate is None:
+        args.rate = 0.1
+    overrides = {k: getattr(args, k) for k in ("window_size", "kernel_size", "starting_layer_index", "lookahead_tokens") if getattr(args, k) is not None}
+    engine = DraftApproxEngine(args.draft, None, device=args.device, dtype=args.dtype)
+    result = engine.compress(
+        context,
+        args.query,
+        budget=args.budget,
+        rate=args.rate,
+        config=SpecPCConfig().replace(**overrides),
+        separator=args.separator,
+        whole_sentences=args.whole_sentences,
+    )
+    print(result.text)
+    stats = result.stats()
+    print(
+        f"[specpc] {stats['original_tokens']} -> {stats['compressed_tokens']} draft tokens "
+        f"({100 * result.compression_ratio:.1f}% kept, budget {stats['budget']}, {stats['chunks']} chunk(s)) "
+        f"in {stats['seconds']:.2f}s; lookahead {stats['lookahead_text']!r}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="draftapprox", description="Draft-based approximate inference for RAG")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -65,6 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
     info = sub.add_parser("info", help="embedded models, cache folder, device and dtype defaults")
     info.set_defaults(func=cmd_info)
+    comp = sub.add_parser("compress", help="SpecPC: compress a context (file or stdin) for a query with the draft")
+    comp.add_argument("file", nargs="?", default="-", help="text file holding the context ('-' or none: stdin)")
+    comp.add_argument("-q", "--query", default=None, help="the question (omit for query-free compression)")
+    size = comp.add_mutually_exclusive_group()
+    size.add_argument("--budget", type=int, default=None, help="draft tokens of the context to keep")
+    size.add_argument("--rate", type=float, default=None, help="fraction of the context's tokens to keep, in (0, 1] (default 0.1)")
+    comp.add_argument("--separator", default=" … ", help="marks elided text between kept spans")
+    comp.add_argument("--whole-sentences", action="store_true", help="grow kept spans to whole sentences")
+    comp.add_argument("--window-size", type=int, default=None)
+    comp.add_argument("--kernel-size", type=int, default=None)
+    comp.add_argument("--starting-layer-index", type=int, default=None)
+    comp.add_argument("--lookahead-tokens", type=int, default=None)
+    comp.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model reference (alias, folder, .gguf, hub id)")
+    comp.add_argument("--device", default="auto")
+    comp.add_argument("--dtype", default="auto")
+    comp.set_defaults(func=cmd_compress)
     return parser
 
 

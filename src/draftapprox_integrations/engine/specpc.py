@@ -497,6 +497,120 @@ def _eos_ids(loaded) -> set[int]:
 # the method
 
 
+@dataclass
+class ScoredContext:
+    """The draft's scores of every context token, before any selection (the expensive half of SpecPC)."""
+
+    texts: list[str]
+    offsets: list[list[Span]]
+    scores: list[torch.Tensor]  # per text, one float per draft token
+    query: str | None
+    lookaheads: list[str]
+    chunks: int
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(o) for o in self.offsets]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.lengths)
+
+
+def score_context(
+    loaded,
+    texts: list[str],
+    query: str | None,
+    config: SpecPCConfig,
+    *,
+    lookahead_text: str | None = None,
+    max_prompt_tokens: int | None = None,
+) -> ScoredContext:
+    """Run the draft over the documents + question (in chunks when needed) and score every context token.
+
+    ``loaded`` is the draft's LoadedModel; the caller holds the engine lock.
+    """
+    tok = loaded.tokenizer
+    encoded = [tokenize_with_offsets(tok, t) for t in texts]
+    doc_ids = [e[0] for e in encoded]
+    offsets = [e[1] for e in encoded]
+    lengths = [len(x) for x in doc_ids]
+    layout = _layout(loaded, query, len(texts))
+    if lookahead_text is None:
+        look_ids = None  # the draft generates config.lookahead_tokens
+    else:
+        look_ids = tokenize_with_offsets(tok, lookahead_text)[0]
+    n_look = len(look_ids) if look_ids is not None else config.lookahead_tokens
+    limit = loaded.context_length if max_prompt_tokens is None else min(loaded.context_length, max_prompt_tokens)
+    chunks = _plan_chunks(lengths, layout, limit - n_look - 1)
+
+    doc_scores = [torch.zeros(n) for n in lengths]
+    lookaheads: list[str] = []
+    for pieces in chunks:
+        prompt = list(layout.prefix)
+        placed: list[tuple[int, _Piece]] = []
+        for k, piece in enumerate(pieces):
+            if k:
+                prompt += layout.between
+            prompt += layout.header[piece.doc]
+            placed.append((len(prompt), piece))
+            prompt += doc_ids[piece.doc][piece.start : piece.end]
+        if query is not None:
+            prompt += layout.between + layout.question
+            observation = min(config.window_size, len(layout.question))
+        else:
+            observation = min(config.window_size, len(prompt))
+        scores, look = _score_prompt(loaded, prompt, observation=observation, config=config, lookahead_ids=look_ids)
+        for pos, piece in placed:
+            doc_scores[piece.doc][piece.start : piece.end] = scores[pos : pos + piece.end - piece.start]
+        lookaheads.append(tok.decode(look, skip_special_tokens=True))
+    return ScoredContext(texts, offsets, doc_scores, query, lookaheads, len(chunks))
+
+
+def select_documents(
+    scored: ScoredContext,
+    keep: int,
+    config: SpecPCConfig,
+    *,
+    separator: str = DEFAULT_SEPARATOR,
+    whole_sentences: bool = False,
+) -> tuple[list[CompressedDocument], int]:
+    """Spend ``keep`` tokens over all documents by their scores; returns the documents and tokens selected."""
+    total = scored.total_tokens
+    flat = torch.cat(scored.scores) if scored.scores else torch.zeros(0)
+    protected = torch.zeros(total, dtype=torch.bool)
+    if scored.query is None:
+        # A plain prompt: its own tail is the observation window, always kept.
+        protected[max(0, total - config.window_size) :] = True
+    kept = select_tokens(
+        flat, keep, kernel_size=config.kernel_size, pooling=config.pooling, neighbors=config.neighbors, protected=protected
+    )
+    mask = torch.zeros(total, dtype=torch.bool)
+    mask[kept] = True
+    mass = flat.clamp_min(0)
+    total_mass = float(mass.sum()) or 1.0
+    docs: list[CompressedDocument] = []
+    start = 0
+    for i, (text, offsets) in enumerate(zip(scored.texts, scored.offsets)):
+        n = len(offsets)
+        chosen = mask[start : start + n].nonzero().flatten().tolist()
+        spans = token_spans(offsets, chosen)
+        spans = snap_to_sentences(text, spans) if whole_sentences else snap_to_words(text, spans)
+        docs.append(
+            CompressedDocument(
+                index=i,
+                text=render_spans(text, spans, separator),
+                spans=spans,
+                original_tokens=n,
+                compressed_tokens=count_tokens_in_spans(offsets, spans),
+                relevance=float(mass[start : start + n].sum()) / total_mass,
+                selected_tokens=len(chosen),
+            )
+        )
+        start += n
+    return docs, int(kept.numel())
+
+
 def compress(
     engine,
     context: str | Sequence[str],
@@ -519,21 +633,15 @@ def compress(
             raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
         if not query.strip():
             raise InvalidInputError("query is empty: pass the question, or query=None to compress without one")
-    separator = opts.get("separator", DEFAULT_SEPARATOR)
     lookahead_text = opts.get("lookahead_text")
     # Validate the budget before touching the model, so a bad value fails fast.
     resolve_budget(1, budget, rate)
 
     with engine.lock:
         loaded = engine.draft
-        tok = loaded.tokenizer
-        encoded = [tokenize_with_offsets(tok, t) for t in texts]
-        doc_ids = [e[0] for e in encoded]
-        offsets = [e[1] for e in encoded]
-        lengths = [len(x) for x in doc_ids]
+        lengths = [len(tokenize_with_offsets(loaded.tokenizer, t)[0]) for t in texts]
         total = sum(lengths)
         keep = resolve_budget(total, budget, rate)
-
         if total == 0 or keep >= total:
             docs = [
                 CompressedDocument(
@@ -560,94 +668,35 @@ def compress(
                 chunks=0,
                 query=query,
             )
-
-        layout = _layout(loaded, query, len(texts))
-        look_ids = tokenize_with_offsets(tok, lookahead_text)[0] if lookahead_text else ([] if lookahead_text == "" else None)
-        n_look = len(look_ids) if look_ids is not None else config.lookahead_tokens
-        limit = loaded.context_length
-        if opts.get("max_prompt_tokens") is not None:
-            limit = min(limit, int(opts["max_prompt_tokens"]))
-        max_context = limit - n_look - 1
-        chunks = _plan_chunks(lengths, layout, max_context)
-
-        doc_scores = [torch.zeros(n) for n in lengths]
-        lookaheads: list[str] = []
-        for pieces in chunks:
-            prompt = list(layout.prefix)
-            placed: list[tuple[int, _Piece]] = []
-            for k, piece in enumerate(pieces):
-                if k:
-                    prompt += layout.between
-                prompt += layout.header[piece.doc]
-                placed.append((len(prompt), piece))
-                prompt += doc_ids[piece.doc][piece.start : piece.end]
-            if query is not None:
-                prompt += layout.between + layout.question
-                observation = min(config.window_size, len(layout.question))
-            else:
-                observation = min(config.window_size, len(prompt))
-            scores, look = _score_prompt(
-                loaded, prompt, observation=observation, config=config, lookahead_ids=look_ids
-            )
-            for pos, piece in placed:
-                doc_scores[piece.doc][piece.start : piece.end] = scores[pos : pos + piece.end - piece.start]
-            lookaheads.append(tok.decode(look, skip_special_tokens=True))
-
-        flat = torch.cat(doc_scores)
-        protected = torch.zeros(total, dtype=torch.bool)
-        if query is None:
-            protected[max(0, total - config.window_size) :] = True
-        kept = select_tokens(
-            flat,
-            keep,
-            kernel_size=config.kernel_size,
-            pooling=config.pooling,
-            neighbors=config.neighbors,
-            protected=protected,
+        scored = score_context(
+            loaded, texts, query, config, lookahead_text=lookahead_text, max_prompt_tokens=opts.get("max_prompt_tokens")
         )
 
-    # Text work needs no model: outside the lock.
-    mask = torch.zeros(total, dtype=torch.bool)
-    mask[kept] = True
-    mass = flat.clamp_min(0)
-    total_mass = float(mass.sum()) or 1.0
-    docs: list[CompressedDocument] = []
-    start = 0
-    for i, (text, n) in enumerate(zip(texts, lengths)):
-        doc_mask = mask[start : start + n]
-        chosen = doc_mask.nonzero().flatten().tolist()
-        spans = token_spans(offsets[i], chosen)
-        spans = snap_to_sentences(text, spans) if opts.get("whole_sentences") else snap_to_words(text, spans)
-        docs.append(
-            CompressedDocument(
-                index=i,
-                text=render_spans(text, spans, separator),
-                spans=spans,
-                original_tokens=n,
-                compressed_tokens=count_tokens_in_spans(offsets[i], spans),
-                relevance=float(mass[start : start + n].sum()) / total_mass,
-                selected_tokens=len(chosen),
-            )
-        )
-        start += n
-    compressed = sum(d.compressed_tokens for d in docs)
+    # Selection and text work need no model: outside the lock.
+    docs, selected = select_documents(
+        scored,
+        keep,
+        config,
+        separator=opts.get("separator", DEFAULT_SEPARATOR),
+        whole_sentences=bool(opts.get("whole_sentences", False)),
+    )
     if lookahead_text is not None:
         shown = lookahead_text
     else:
-        shown = lookaheads[0] if len(lookaheads) == 1 else " | ".join(lookaheads)
+        shown = " | ".join(scored.lookaheads)
     return CompressionResult(
         text=_join(docs, single),
         documents=docs,
         original_tokens=total,
-        compressed_tokens=compressed,
+        compressed_tokens=sum(d.compressed_tokens for d in docs),
         seconds=time.perf_counter() - started,
         lookahead_text=shown,
         budget=keep,
-        selected_tokens=int(kept.numel()),
+        selected_tokens=selected,
         passthrough=False,
-        chunks=len(chunks),
+        chunks=scored.chunks,
         query=query,
-        scores=[s for s in doc_scores] if opts.get("return_scores") else None,
+        scores=list(scored.scores) if opts.get("return_scores") else None,
     )
 
 
