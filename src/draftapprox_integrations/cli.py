@@ -1,4 +1,4 @@
-"""`draftapprox` command line: demo | info | compress."""
+"""`draftapprox` command line: demo | info | compress | eval | bench."""
 
 from __future__ import annotations
 
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--device", default="auto")
     comp.add_argument("--dtype", default="auto")
     comp.set_defaults(func=cmd_compress)
+    from .evals.cli import add_subcommands as add_eval_subcommands
+
+    add_eval_subcommands(sub)  # eval | bench
     return parser
 
 

@@ -1,0 +1,160 @@
+"""Prompt-compression baselines that SpecPC is measured against, at the same budget.
+
+* :func:`random_token_drop`: keep ``budget`` tokens of the context chosen uniformly at random (seeded).
+* :func:`perplexity_token_drop`: in the style of LLMLingua (Jiang et al., 2023), a small LM (the draft)
+  reads the context and the tokens it finds most predictable are dropped: the ``budget`` tokens of highest
+  surprisal, -log p(token | everything before it), are kept. With a question, the draft reads the question
+  first, so what the question makes predictable counts as predictable (a cheap nod to LongLLMLingua's
+  question-aware scoring). Unlike LLMLingua's iterative segment-wise pruning, it meets the budget exactly.
+
+Both count the budget in tokens of the *given* tokenizer (the draft's) over the context only, never touch
+the question (it is not part of what they compress), and build their output from character spans of the
+original text via the tokenizer's offsets, so any model, with any tokenizer, can read it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ConfigError
+
+PROMPT_BASELINES = ("random", "perplexity")
+
+
+@dataclass
+class PromptCompression:
+    """A compressed context: ``text`` is the original's ``spans`` (character ranges) joined in order."""
+
+    method: str
+    text: str
+    spans: list[tuple[int, int]]
+    original_tokens: int
+    compressed_tokens: int
+    seconds: float
+    extras: dict = field(default_factory=dict)
+
+
+def _check_budget(budget: int) -> None:
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ConfigError(f"budget must be a positive number of tokens, got {budget!r}")
+
+
+def tokenize_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character offsets of ``text`` (no special tokens). Needs a fast tokenizer."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError("prompt baselines need a fast (Rust) tokenizer: character offsets come from it")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def spans_of_positions(offsets: Sequence[tuple[int, int]], positions: Sequence[int]) -> list[tuple[int, int]]:
+    """Merge the character ranges of the kept token positions (sorted) into maximal contiguous spans."""
+    spans: list[tuple[int, int]] = []
+    for p in sorted(positions):
+        start, end = offsets[p]
+        if end <= start:
+            continue
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def text_of_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    # Byte-level BPE offsets carry each word's leading space, so plain concatenation keeps words apart.
+    return "".join(text[a:b] for a, b in spans)
+
+
+def _result(method: str, text: str, offsets, keep: Sequence[int], n: int, started: float, **extras) -> PromptCompression:
+    spans = spans_of_positions(offsets, keep)
+    return PromptCompression(
+        method=method,
+        text=text_of_spans(text, spans),
+        spans=spans,
+        original_tokens=n,
+        compressed_tokens=len(keep),
+        seconds=time.perf_counter() - started,
+        extras=extras,
+    )
+
+
+def random_token_drop(text: str, budget: int, tokenizer, *, seed: int = 0) -> PromptCompression:
+    """Keep ``budget`` tokens of ``text`` drawn uniformly without replacement (seeded), in their order."""
+    _check_budget(budget)
+    started = time.perf_counter()
+    ids, offsets = tokenize_with_offsets(tokenizer, text)
+    n = len(ids)
+    keep = list(range(n)) if budget >= n else sorted(random.Random(seed).sample(range(n), budget))
+    return _result("random", text, offsets, keep, n, started, seed=seed)
+
+
+@torch.inference_mode()
+def token_surprisal(model, context_ids: Sequence[int], prefix_ids: Sequence[int] = (), *, chunk_size: int = 1024) -> torch.Tensor:
+    """-log p(token | prefix + context before it) for every context token, float32 [len(context_ids)].
+
+    ``model`` is a loaded causal LM (a ``LoadedModel``). The text is read in chunks through a KV cache; when
+    it outgrows the model's context the cache restarts (the first token after a restart, and the first
+    token with no prefix, get +inf: nothing predicted them, so they are never dropped as predictable).
+    """
+    from transformers import DynamicCache
+
+    lm = model.model
+    device = model.input_device
+    limit = max(chunk_size * 2, int(model.context_length))
+    ids = torch.tensor(list(prefix_ids) + list(context_ids), dtype=torch.long, device=device)
+    total, start_ctx = ids.numel(), len(prefix_ids)
+    surprisal = torch.full((total,), float("inf"), dtype=torch.float32)
+    cache = DynamicCache()
+    seen = 0  # tokens in the cache
+    prev_logits: torch.Tensor | None = None  # logits of the last token of the previous chunk
+    pos = 0
+    while pos < total:
+        if seen + chunk_size > limit:
+            cache, seen, prev_logits = DynamicCache(), 0, None
+        chunk = ids[pos : pos + chunk_size]
+        out = lm(
+            input_ids=chunk[None],
+            past_key_values=cache,
+            use_cache=True,
+            position_ids=torch.arange(seen, seen + chunk.numel(), device=device)[None],
+        )
+        logits = out.logits[0].float()
+        preds = logits if prev_logits is None else torch.cat([prev_logits[None], logits[:-1]], dim=0)
+        first = 0 if prev_logits is not None else 1  # the first token of a fresh cache has no prediction
+        logp = torch.log_softmax(preds[first:], dim=-1)
+        targets = chunk[first:]
+        surprisal[pos + first : pos + chunk.numel()] = (-logp.gather(1, targets[:, None])[:, 0]).cpu()
+        prev_logits = logits[-1]
+        seen += chunk.numel()
+        pos += chunk.numel()
+    return surprisal[start_ctx:]
+
+
+def perplexity_token_drop(
+    text: str,
+    budget: int,
+    model,
+    *,
+    query: str | None = None,
+    chunk_size: int = 1024,
+) -> PromptCompression:
+    """Keep the ``budget`` context tokens the draft ``model`` (a ``LoadedModel``) finds least predictable."""
+    _check_budget(budget)
+    started = time.perf_counter()
+    tokenizer = model.tokenizer
+    ids, offsets = tokenize_with_offsets(tokenizer, text)
+    n = len(ids)
+    if budget >= n:
+        return _result("perplexity", text, offsets, list(range(n)), n, started)
+    prefix = tokenizer(f"{query.strip()}\n\n", add_special_tokens=False)["input_ids"] if query else []
+    scores = token_surprisal(model, ids, prefix, chunk_size=chunk_size)
+    # Highest surprisal first; ties (e.g. several +inf) go to the earlier token so the result is deterministic.
+    order = sorted(range(n), key=lambda i: (-float(scores[i]), i))
+    keep = sorted(order[:budget])
+    return _result("perplexity", text, offsets, keep, n, started, query_conditioned=bool(query))

@@ -1,0 +1,111 @@
+"""The ``draftapprox eval`` and ``draftapprox bench`` subcommands (registered by the main CLI)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .bench import BENCH_METHODS, DEFAULT_BENCH, LARGE_BENCH_CPU, LARGE_BENCH_GPU, RANDOM_SHAPES, REAL_PAIRS
+from .runner import DEFAULT_GRID, LARGE_GRID, METHODS, PROMPT_STYLES
+from .tasks import TASKS
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .runner import EvalConfig, run_eval, summary_lines
+
+    grid = dict(LARGE_GRID if args.grid == "large" else DEFAULT_GRID)
+    cfg = EvalConfig(
+        draft=args.draft,
+        target=args.target,
+        device=args.device,
+        dtype=args.dtype,
+        methods=args.methods or list(METHODS),
+        budgets=args.budgets or list(grid["budgets"]),
+        tasks=args.tasks or list(grid["tasks"]),
+        lengths=args.lengths or list(grid["lengths"]),
+        num_samples=args.samples or grid["num_samples"],
+        seed=args.seed,
+        output_dir=args.out,
+        prompt_style=args.prompt_style,
+        pc_prompt_factor=args.pc_prompt_factor,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.no_progress,
+    )
+    report = run_eval(cfg)
+    print("\n".join(summary_lines(report)))
+    return 1 if report.errors else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BenchConfig, run_bench, summary_lines
+
+    grid = dict({"small": DEFAULT_BENCH, "large-cpu": LARGE_BENCH_CPU, "large-gpu": LARGE_BENCH_GPU}[args.grid])
+    cfg = BenchConfig(
+        pairs=args.pairs or list(grid["pairs"]),
+        lengths=args.lengths or list(grid["lengths"]),
+        methods=args.methods or list(BENCH_METHODS),
+        budget=args.budget or grid["budget"],
+        pc_prompt_factor=args.pc_prompt_factor,
+        max_new_tokens=args.max_new_tokens or grid["max_new_tokens"],
+        repeats=args.repeats,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        output_dir=args.out,
+    )
+    written = run_bench(cfg)
+    print("\n".join(summary_lines(written)))
+    return 0
+
+
+def add_subcommands(sub) -> None:
+    ev = sub.add_parser(
+        "eval",
+        help="quality at a budget on offline RULER-style tasks (resumable JSONL, markdown table, PNG plot)",
+        description=(
+            f"Default grid: {DEFAULT_GRID}. --grid large: {LARGE_GRID}. Results are appended to OUT/results.jsonl "
+            "(rows already there are skipped), then OUT/results.md and OUT/accuracy.png are rendered."
+        ),
+    )
+    ev.add_argument("--draft", default="smollm2-135m-instruct")
+    ev.add_argument("--target", default="smollm2-135m-instruct")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--grid", choices=["small", "large"], default="small", help="preset grid; the options below override it")
+    ev.add_argument("--methods", nargs="+", choices=METHODS, help=f"default: all ({', '.join(METHODS)})")
+    ev.add_argument("--budgets", nargs="+", type=int)
+    ev.add_argument("--tasks", nargs="+", choices=list(TASKS))
+    ev.add_argument("--lengths", nargs="+", type=int, help="context lengths in target tokens (256..131072)")
+    ev.add_argument("--samples", type=int, help="samples per task and length")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", default="draftapprox-results/eval", help="output folder (JSONL, table, plot)")
+    ev.add_argument("--prompt-style", choices=PROMPT_STYLES, default="auto", help="auto: chat template when the target has one")
+    ev.add_argument("--pc-prompt-factor", type=float, default=2.0, help="speckv-pc: SpecPC keeps factor x budget prompt tokens")
+    ev.add_argument("--max-new-tokens", type=int, default=None, help="default: per task (24-96)")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    be = sub.add_parser(
+        "bench",
+        help="cost as context grows: TTFT, latency, decode tokens/s, peak memory, KV bytes, compression time",
+        description=(
+            f"Pairs: {', '.join(REAL_PAIRS)} (real weights) or DRAFT:TARGET from {', '.join(RANDOM_SHAPES)} "
+            f"(random weights, cost only). --grid small: {DEFAULT_BENCH}; large-cpu: {LARGE_BENCH_CPU}; "
+            f"large-gpu: {LARGE_BENCH_GPU}."
+        ),
+    )
+    be.add_argument("--grid", choices=["small", "large-cpu", "large-gpu"], default="small")
+    be.add_argument("--pairs", nargs="+")
+    be.add_argument("--lengths", nargs="+", type=int)
+    be.add_argument("--methods", nargs="+", choices=BENCH_METHODS)
+    be.add_argument("--budget", type=int)
+    be.add_argument("--pc-prompt-factor", type=float, default=2.0)
+    be.add_argument("--max-new-tokens", type=int)
+    be.add_argument("--repeats", type=int, default=1)
+    be.add_argument("--device", default="auto")
+    be.add_argument("--dtype", default="auto")
+    be.add_argument("--seed", type=int, default=0)
+    be.add_argument("--out", default="draftapprox-results/bench", help="output folder (JSON + PNG per pair)")
+    be.set_defaults(func=cmd_bench)
+
+
+__all__ = ["add_subcommands", "cmd_eval", "cmd_bench"]
