@@ -1,0 +1,243 @@
+"""SpecPCCompressor: a LangChain BaseDocumentCompressor over engine.compress."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+
+import pytest
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.retrievers import BaseRetriever
+
+from draftapprox_integrations.engine import DraftApproxEngine, SpecPCConfig
+from draftapprox_integrations.engine.errors import ConfigError, InvalidInputError
+from draftapprox_integrations.langchain import SpecPCCompressor
+
+TINY = dict(starting_layer_index=1, window_size=16, kernel_size=5)
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_factory):
+    return DraftApproxEngine(str(tiny_model_factory("llama")), None, device="cpu", dtype="float32")
+
+
+def _words(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    vocab = ["river", "stone", "quiet", "lamp", "north", "garden", "copper", "window", "seven", "market", "cloud"]
+    return " ".join(rng.choice(vocab) for _ in range(n)) + "."
+
+
+def _docs() -> list[Document]:
+    return [
+        Document(page_content=_words(150, 1), metadata={"source": "a.txt", "page": 1}, id="doc-a"),
+        Document(page_content=_words(90, 2), metadata={"source": "b.txt"}),
+        Document(page_content=_words(120, 3), metadata={}),
+    ]
+
+
+def test_is_a_document_compressor_and_cheap_to_construct():
+    started = time.perf_counter()
+    c = SpecPCCompressor()
+    assert time.perf_counter() - started < 1.0  # no weights are loaded here
+    assert isinstance(c, BaseDocumentCompressor)
+    assert c._engine is None and c.engine is None
+    assert c.rate == 0.1 and c.budget is None
+    assert c.config == SpecPCConfig()
+
+
+def test_config_fields_by_name_or_object():
+    assert SpecPCCompressor(window_size=16, kernel_size=9).config == SpecPCConfig(window_size=16, kernel_size=9)
+    assert SpecPCCompressor(config={"kernel_size": 7}).config.kernel_size == 7
+    cfg = SpecPCConfig(pooling="avg")
+    assert SpecPCCompressor(config=cfg, budget=100).config is not None
+    assert SpecPCCompressor(config=cfg, budget=100).budget == 100
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(rate=0.0), "rate"),
+        (dict(rate=1.2), "rate"),
+        (dict(rate=-1.0), "rate"),
+        (dict(budget=0), "budget"),
+        (dict(budget=10, rate=0.5), "exactly one"),
+        (dict(kernel_size=0), "kernel_size"),
+        (dict(pooling="median"), "pooling"),
+    ],
+)
+def test_bad_settings_fail_at_construction(kwargs, match):
+    with pytest.raises((ConfigError, ValueError), match=match):
+        SpecPCCompressor(**kwargs)
+
+
+def test_compresses_and_extends_metadata(tiny_engine):
+    docs = _docs()
+    c = SpecPCCompressor(engine=tiny_engine, budget=60, keep_empty=True, **TINY)
+    out = c.compress_documents(docs, "Which word follows copper?")
+    assert len(out) == 3
+    for before, after in zip(docs, out):
+        for key, value in before.metadata.items():
+            assert after.metadata[key] == value
+        assert after.id == before.id
+        m = after.metadata
+        assert m["original_tokens"] > 0
+        assert m["compressed_tokens"] <= m["original_tokens"]
+        assert m["compression_ratio"] == pytest.approx(m["compressed_tokens"] / m["original_tokens"], abs=1e-4)
+        assert 0.0 <= m["relevance_score"] <= 1.0
+        # Every kept piece is verbatim text of the original.
+        for piece in re.split(r"\s*…\s*", after.page_content):
+            assert piece in before.page_content
+    assert sum(d.metadata["relevance_score"] for d in out) == pytest.approx(1.0, abs=1e-4)
+    assert docs[0].metadata == {"source": "a.txt", "page": 1}  # inputs untouched
+
+
+def test_reorder_by_relevance(tiny_engine):
+    c = SpecPCCompressor(engine=tiny_engine, budget=60, keep_empty=True, reorder_by_relevance=True, **TINY)
+    out = c.compress_documents(_docs(), "Which word follows copper?")
+    scores = [d.metadata["relevance_score"] for d in out]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_bad_input(tiny_engine):
+    c = SpecPCCompressor(engine=tiny_engine, budget=40, **TINY)
+    assert c.compress_documents([], "q?") == []
+    with pytest.raises(InvalidInputError, match="query"):
+        c.compress_documents(_docs(), "")
+    with pytest.raises(InvalidInputError, match="query"):
+        c.compress_documents(_docs(), None)  # type: ignore[arg-type]
+
+    # Empty documents keep nothing: dropped by default, kept (with metadata) on request.
+    docs = [Document(page_content="", metadata={"k": 1}), Document(page_content=_words(100, 4), metadata={"k": 2})]
+    out = c.compress_documents(docs, "Where is the lamp?")
+    assert [d.metadata["k"] for d in out] == [2]
+    kept = SpecPCCompressor(engine=tiny_engine, budget=40, keep_empty=True, **TINY).compress_documents(docs, "Where?")
+    assert [d.metadata["k"] for d in kept] == [1, 2]
+    assert kept[0].page_content == "" and kept[0].metadata["original_tokens"] == 0
+
+    # Non-text content passes through unchanged, marked.
+    odd = Document.model_construct(page_content=["an", "image"], metadata={"k": 3}, type="Document")
+    out = c.compress_documents([odd, docs[1]], "Where is the lamp?")
+    assert out[0].page_content == ["an", "image"]
+    assert out[0].metadata["k"] == 3 and "not text" in out[0].metadata["specpc_skipped"]
+    assert out[1].metadata["k"] == 2
+
+
+def test_budget_larger_than_input_passes_through(tiny_engine):
+    docs = _docs()
+    out = SpecPCCompressor(engine=tiny_engine, budget=100_000).compress_documents(docs, "Anything?")
+    assert [d.page_content for d in out] == [d.page_content for d in docs]
+    assert all(d.metadata["compression_ratio"] == 1.0 for d in out)
+    assert out[0].metadata["source"] == "a.txt"
+
+
+async def test_acompress_does_not_block_the_event_loop(tiny_engine):
+    c = SpecPCCompressor(engine=tiny_engine, budget=60, **TINY)
+    docs = [Document(page_content=_words(1500, 5))]
+    ticks = 0
+    done = False
+
+    async def ticker():
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    out = await c.acompress_documents(docs, "Where is the lamp?")
+    done = True
+    await task
+    assert out[0].metadata["original_tokens"] > 1000
+    assert ticks >= 3  # the loop kept running while the draft worked
+
+
+async def test_runnable_form(tiny_engine):
+    c = SpecPCCompressor(engine=tiny_engine, budget=60, **TINY)
+    runnable = c.as_runnable()
+    sync = runnable.invoke({"documents": _docs(), "query": "Where is the lamp?"})
+    asynced = await runnable.ainvoke({"documents": _docs(), "query": "Where is the lamp?"})
+    assert [d.page_content for d in sync] == [d.page_content for d in asynced]
+    with pytest.raises(InvalidInputError):
+        runnable.invoke(_docs())
+
+
+# -- end to end on the embedded SmolLM2 --------------------------------------------------------------
+
+
+class KeywordRetriever(BaseRetriever):
+    """Ranks documents by how many query words they contain (offline, no embeddings)."""
+
+    documents: list[Document]
+    k: int = 3
+
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        words = set(re.findall(r"\w+", query.lower()))
+        scored = sorted(self.documents, key=lambda d: -len(words & set(re.findall(r"\w+", d.page_content.lower()))))
+        return scored[: self.k]
+
+
+def _corpus() -> list[Document]:
+    rng = random.Random(0)
+    subjects = ["The gardener", "An old sailor", "The baker", "The mayor", "A quiet student"]
+    verbs = ["repaired", "painted", "carried", "described", "measured"]
+    objects = ["the wooden gate", "a basket of pears", "the copper kettle", "an old map"]
+
+    def filler(n: int) -> str:
+        return " ".join(f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}." for _ in range(n))
+
+    docs = [Document(page_content=filler(40), metadata={"source": f"log-{i}"}) for i in range(4)]
+    needle = "The access code of the Corvin Bay station is 4829."
+    docs[2].page_content = filler(20) + " " + needle + " " + filler(20)
+    return docs
+
+
+@pytest.fixture(scope="module")
+def smollm2_engine_module():
+    from draftapprox_integrations import get_engine
+
+    return get_engine("smollm2-135m-instruct", "smollm2-135m-instruct", device="cpu").load()
+
+
+@pytest.mark.integration
+def test_contextual_compression_retriever_end_to_end(smollm2_engine_module):
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+
+    compressor = SpecPCCompressor(rate=0.2, engine=smollm2_engine_module, whole_sentences=True)
+    retriever = ContextualCompressionRetriever(base_compressor=compressor, base_retriever=KeywordRetriever(documents=_corpus()))
+    docs = retriever.invoke("What is the access code of the Corvin Bay station?")
+    assert any("4829" in d.page_content for d in docs)
+    assert all("compressed_tokens" in d.metadata and d.metadata["source"].startswith("log-") for d in docs)
+    total_in = sum(d.metadata["original_tokens"] for d in docs)
+    assert sum(d.metadata["compressed_tokens"] for d in docs) < 0.4 * total_in
+
+
+@pytest.mark.integration
+def test_lcel_chain_answers_from_the_compressed_context(smollm2_engine_module):
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableLambda, RunnablePassthrough
+
+    engine = smollm2_engine_module
+    compressor = SpecPCCompressor(rate=0.2, engine=engine, whole_sentences=True)
+
+    def answer(prompt_value) -> str:
+        # The real SmolLM2 target, greedy, through its chat template.
+        target = engine.target
+        messages = [{"role": "user", "content": prompt_value.to_messages()[0].content}]
+        ids = target.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        out = target.model.generate(**ids, max_new_tokens=16, do_sample=False)
+        return target.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    prompt = ChatPromptTemplate.from_template("{context}\n\nQuestion: {question} Answer with the number only.")
+    chain = (
+        {"documents": KeywordRetriever(documents=_corpus()), "query": RunnablePassthrough()}
+        | RunnablePassthrough.assign(compressed=compressor.as_runnable())
+        | (lambda x: {"context": "\n\n".join(d.page_content for d in x["compressed"]), "question": x["query"]})
+        | prompt
+        | RunnableLambda(answer)
+        | StrOutputParser()
+    )
+    reply = chain.invoke("What is the access code of the Corvin Bay station?")
+    assert "4829" in reply
