@@ -125,9 +125,12 @@ def token_surprisal(model, context_ids: Sequence[int], prefix_ids: Sequence[int]
             position_ids=torch.arange(seen, seen + chunk.numel(), device=device)[None],
         )
         logits = out.logits[0].float()
-        preds = logits if prev_logits is None else torch.cat([prev_logits[None], logits[:-1]], dim=0)
-        first = 0 if prev_logits is not None else 1  # the first token of a fresh cache has no prediction
-        logp = torch.log_softmax(preds[first:], dim=-1)
+        # Row i of `preds` predicts token i of the chunk; the first token of a fresh cache has no prediction.
+        if prev_logits is None:
+            preds, first = logits[:-1], 1
+        else:
+            preds, first = torch.cat([prev_logits[None], logits[:-1]], dim=0), 0
+        logp = torch.log_softmax(preds, dim=-1)
         targets = chunk[first:]
         surprisal[pos + first : pos + chunk.numel()] = (-logp.gather(1, targets[:, None])[:, 0]).cpu()
         prev_logits = logits[-1]

@@ -178,7 +178,13 @@ def run_one(engine, sample: Sample, method: str, budget: int | None, cfg: EvalCo
         if method in PROMPT_METHODS:
             if method == "specpc":
                 comp = _call_engine("compress", engine, sample.context, sample.question, budget=budget)
-                out.update(compressed_tokens=comp.compressed_tokens, original_tokens=comp.original_tokens, compress_seconds=comp.seconds)
+                out.update(
+                    compressed_tokens=comp.compressed_tokens,
+                    original_tokens=comp.original_tokens,
+                    selected_tokens=getattr(comp, "selected_tokens", None),
+                    compress_seconds=comp.seconds,
+                    lookahead_text=getattr(comp, "lookahead_text", None),
+                )
                 context = comp.text
             else:
                 from ..engine.prompt_baselines import perplexity_token_drop, random_token_drop
