@@ -175,7 +175,6 @@ def test_gguf_is_converted_once_then_loaded_from_the_cache(monkeypatch, tmp_path
 
 @pytest.mark.integration
 def test_target_quantised_to_4bit_on_cpu_still_answers():
-    pytest.importorskip("bitsandbytes")
     engine = DraftApproxEngine(None, SMOLLM2, device="cpu", quantization="4bit")
     target = engine.target
     assert any("Linear4bit" in type(m).__name__ for m in target.model.modules())
