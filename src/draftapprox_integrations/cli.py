@@ -93,6 +93,86 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """SpecKV (or a baseline) answers a prompt (argument, file or stdin); answer on stdout, stats on stderr."""
+    import json
+
+    from .engine import DraftApproxEngine
+    from .engine.config import SpecKVConfig
+
+    if args.prompt is not None:
+        prompt = args.prompt
+    elif args.file and args.file != "-":
+        with open(args.file, encoding="utf-8") as fh:
+            prompt = fh.read()
+    else:
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        print("draftapprox generate: the prompt is empty (give it as an argument, with --file, or on stdin)", file=sys.stderr)
+        return 2
+    overrides = {k: getattr(args, k) for k in ("window_size", "kernel_size", "lookahead_tokens") if getattr(args, k) is not None}
+    if args.budget is not None:
+        overrides["budget"] = args.budget
+    # The draft loads only for the methods that use it (speckv, speckv-pc).
+    engine = DraftApproxEngine(args.draft, args.target, device=args.device, dtype=args.dtype, quantization=args.quantization)
+    kwargs = dict(
+        method=args.method,
+        config=SpecKVConfig().replace(**overrides),
+        prompt_budget=args.prompt_budget,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        stop=args.stop or None,
+        chat=args.chat,
+    )
+    stats = None
+    if args.stream:
+        for chunk in engine.stream(prompt, **kwargs):
+            print(chunk.text, end="", flush=True)
+            stats = chunk.stats or stats
+        print()
+    else:
+        result = engine.generate(prompt, **kwargs)
+        print(result.text)
+        stats = result.stats
+    if args.json:
+        print(json.dumps(stats.to_dict(), indent=2), file=sys.stderr)
+    else:
+        kept_mib, full_mib = stats.kv_bytes_kept / 2**20, stats.kv_bytes_full / 2**20
+        print(
+            f"[{stats.method}] prompt {stats.prompt_tokens} tokens -> KV kept {stats.kv_entries_kept}/{stats.kv_entries_full} "
+            f"entries per layer and head ({kept_mib:.2f} of {full_mib:.2f} MiB); {stats.completion_tokens} tokens out; "
+            f"draft {stats.draft_seconds:.2f}s, first token {stats.prefill_seconds:.2f}s, decode {stats.decode_seconds:.2f}s, "
+            f"total {stats.total_seconds:.2f}s" + (f"; note: {stats.note}" if stats.note else ""),
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _add_generate_parser(sub) -> None:
+    gen = sub.add_parser("generate", help="SpecKV: answer a prompt with the target, its KV cache compressed to a budget")
+    gen.add_argument("prompt", nargs="?", default=None, help="the prompt text (or use --file, or stdin)")
+    gen.add_argument("-f", "--file", default=None, help="read the prompt from this file ('-': stdin)")
+    gen.add_argument("--method", default="speckv", choices=["speckv", "snapkv", "streamingllm", "full", "speckv-pc"])
+    gen.add_argument("--budget", type=int, default=None, help="KV entries kept per layer and KV head (default 256)")
+    gen.add_argument("--prompt-budget", type=int, default=None, help="speckv-pc: draft tokens of the prompt SpecPC keeps")
+    gen.add_argument("--window-size", type=int, default=None)
+    gen.add_argument("--kernel-size", type=int, default=None)
+    gen.add_argument("--lookahead-tokens", type=int, default=None, help="draft answer length (default: --max-new-tokens)")
+    gen.add_argument("--max-new-tokens", type=int, default=128)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
+    gen.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
+                     help="wrap the prompt in one user message with the target's chat template")
+    gen.add_argument("--stream", action="store_true", help="print tokens as they come")
+    gen.add_argument("--json", action="store_true", help="print the stats as JSON on stderr")
+    _engine_args(gen)
+    gen.set_defaults(func=cmd_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="draftapprox", description="Draft-based approximate inference for RAG")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -118,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--device", default="auto")
     comp.add_argument("--dtype", default="auto")
     comp.set_defaults(func=cmd_compress)
+    _add_generate_parser(sub)
     from .evals.cli import add_subcommands as add_eval_subcommands
 
     add_eval_subcommands(sub)  # eval | bench

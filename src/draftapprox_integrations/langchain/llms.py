@@ -1,0 +1,125 @@
+"""LangChain text-completion LLM backed by the SpecKV engine (the algorithm lives in ``engine/speckv.py``).
+
+    from draftapprox_integrations.langchain import SpecKVLLM
+    llm = SpecKVLLM(target_model="gemma-3-270m", budget=128)
+    llm.invoke(long_document + "\\nQuestion: ...\\nAnswer:")
+
+Prompts go to the target as plain text (no chat template) unless ``chat=True``, which wraps each prompt in
+one user message and uses the target's chat template. Each generation's ``generation_info`` carries the
+finish reason, token usage and the KV statistics; ``llm_output["token_usage"]`` sums the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.language_models.llms import BaseLLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+
+from .._threads import aiter_in_thread, run_in_thread
+from ._speckv_params import SpecKVParams, metadata_from_result, usage_from_stats
+
+
+class SpecKVLLM(SpecKVParams, BaseLLM):
+    """A local completion LLM whose KV cache keeps only ``budget`` entries per layer and head (SpecKV).
+
+    Same fields as :class:`~draftapprox_integrations.langchain.ChatSpecKV`, plus ``chat`` (render prompts with
+    the target's chat template). Batches run one prompt after another (one engine, one lock).
+    """
+
+    chat: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "speckv"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {**self.identifying_params(), "chat": self.chat}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="draftapprox",
+            ls_model_name=kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.target_model,
+            ls_model_type="llm",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
+        )
+        stops = stop if stop is not None else self.stop
+        if stops:
+            params["ls_stop"] = stops
+        return params
+
+    def _one(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Generation:
+        result = self.get_engine().generate(prompt, chat=self.chat or None, **self.generation_kwargs(stop, kwargs))
+        info = metadata_from_result(self.target_model, result.finish_reason, result.stats)
+        info["token_usage"] = usage_from_stats(result.stats)
+        return Generation(text=result.text, generation_info=info)
+
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations = []
+        totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+        for prompt in prompts:
+            if self.streaming:
+                text, info = "", {}
+                for chunk in self._stream(prompt, stop=stop, run_manager=run_manager, **kwargs):
+                    text += chunk.text
+                    info = chunk.generation_info or info
+                generation = Generation(text=text, generation_info=info)
+            else:
+                generation = self._one(prompt, stop, kwargs)
+            for key, value in generation.generation_info["token_usage"].items():
+                totals[key] += value
+            generations.append([generation])
+        return LLMResult(generations=generations, llm_output={"model_name": self.target_model, "token_usage": totals})
+
+    def _chunks(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Iterator[GenerationChunk]:
+        for piece in self.get_engine().stream(prompt, chat=self.chat or None, **self.generation_kwargs(stop, kwargs)):
+            if piece.stats is None:
+                yield GenerationChunk(text=piece.text)
+                continue
+            info = metadata_from_result(self.target_model, piece.finish_reason or "length", piece.stats)
+            info["token_usage"] = usage_from_stats(piece.stats)
+            yield GenerationChunk(text=piece.text, generation_info=info)
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        for chunk in self._chunks(prompt, stop, kwargs):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        return await run_in_thread(self._generate, prompts, stop, None, **kwargs)
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        async for chunk in aiter_in_thread(lambda: self._chunks(prompt, stop, kwargs)):
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
