@@ -281,3 +281,24 @@ def test_bad_inputs(tiny_model_factory):
     # Errors come before any chunk: stream() validates eagerly.
     with pytest.raises(ConfigError):
         engine.stream("", method="snapkv")
+
+
+def test_speckv_pc_cascade_cuts_the_prompt_then_compresses_the_kv(tiny_model_factory):
+    from draftapprox_integrations.engine import SpecPCConfig
+
+    engine = _engine(tiny_model_factory("llama"))
+    long_prompt = PROMPT * 4
+    pc_config = SpecPCConfig(starting_layer_index=1, window_size=8, kernel_size=5)
+    cfg = SpecKVConfig(budget=40, window_size=8)
+    result = engine.generate(
+        long_prompt, method="speckv-pc", prompt_budget=60, config=cfg, specpc_config=pc_config, max_new_tokens=6
+    )
+    stats = result.stats
+    assert "SpecPC kept" in stats.note and stats.lookahead_tokens > 0
+    # The cut is SpecPC's answer for the same draft lookahead; the target then keeps `budget` entries of it.
+    cut = engine.compress(long_prompt, budget=60, config=pc_config, lookahead_text=stats.lookahead_text)
+    assert stats.compressed_prompt_tokens == len(encode_prompt(engine.target, None, cut.text)) < stats.prompt_tokens
+    assert stats.kv_entries_kept == 40
+    per_entry = 2 * 16 * 4 * 2  # kv heads x head dim x float32 bytes x (K, V)
+    assert stats.kv_bytes_full == 4 * stats.prompt_tokens * per_entry
+    assert stats.kv_bytes_kept == 4 * 40 * per_entry

@@ -364,6 +364,7 @@ class _Plan:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
+    specpc_config: Any
     messages: list[dict[str, str]] | None
     text: str | None
     prompt_ids: list[int]
@@ -393,6 +394,7 @@ def plan_generation(
     stop: Sequence[str] | None = None,
     seed: int | None = None,
     chat: bool | None = None,
+    specpc_config: Any = None,
 ) -> _Plan:
     """Validate every argument and tokenise the prompt; raises before any generation starts."""
     if method not in METHODS:
@@ -403,6 +405,8 @@ def plan_generation(
             raise ConfigError("prompt_budget applies to method='speckv-pc' only")
         if isinstance(prompt_budget, bool) or not isinstance(prompt_budget, int) or prompt_budget < 1:
             raise ConfigError(f"prompt_budget must be an integer >= 1, got {prompt_budget!r}")
+    if specpc_config is not None and method != "speckv-pc":
+        raise ConfigError("specpc_config applies to method='speckv-pc' only")
     if method == "speckv-pc" and prompt_budget is None:
         raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
     if method == "streamingllm" and cfg.sink_tokens >= cfg.budget:
@@ -427,7 +431,7 @@ def plan_generation(
         notes.append(f"max_new_tokens cut from {max_new_tokens} to {context - len(ids)} to fit the context")
         max_new_tokens = context - len(ids)
     return _Plan(engine, method, cfg, prompt_budget, max_new_tokens, float(temperature), float(top_p), stops, seed,
-                 messages, text, ids, notes)
+                 specpc_config, messages, text, ids, notes)
 
 
 def _specpc_cut(plan: _Plan, lookahead_text: str) -> tuple[list[dict[str, str]] | None, str | None, str]:
@@ -440,7 +444,7 @@ def _specpc_cut(plan: _Plan, lookahead_text: str) -> tuple[list[dict[str, str]] 
         context = plan.messages[idx]["content"]
     else:
         idx, context = -1, plan.text
-    result = engine.compress(context, budget=plan.prompt_budget, lookahead_text=lookahead_text)
+    result = engine.compress(context, budget=plan.prompt_budget, config=plan.specpc_config, lookahead_text=lookahead_text)
     note = f"SpecPC kept {result.compressed_tokens} of {result.original_tokens} draft tokens of the context"
     if plan.messages is not None:
         messages = [dict(m) for m in plan.messages]
