@@ -302,3 +302,27 @@ def test_speckv_pc_cascade_cuts_the_prompt_then_compresses_the_kv(tiny_model_fac
     per_entry = 2 * 16 * 4 * 2  # kv heads x head dim x float32 bytes x (K, V)
     assert stats.kv_bytes_full == 4 * stats.prompt_tokens * per_entry
     assert stats.kv_bytes_kept == 4 * 40 * per_entry
+
+
+@pytest.mark.parametrize("arch,reduction", [("llama", "mean"), ("gemma3_text", "max")])
+def test_self_draft_shares_one_prefill_and_matches_the_two_pass_computation(tiny_model_factory, arch, reduction):
+    """One model as its own draft: prefill + lookahead in one cache equals a separate target prefill of both."""
+    from draftapprox_integrations.engine.speckv import draft_answer, self_draft_prefill
+
+    engine = _engine(tiny_model_factory(arch))
+    loaded = engine.target
+    prompt_ids = encode_prompt(loaded, None, PROMPT)
+    cfg = SpecKVConfig(budget=20, window_size=4, pooling="avg", kernel_size=5, reduction=reduction)
+    fused, text, look_ids = self_draft_prefill(loaded, prompt_ids, 6, config=cfg)
+    ref_text, ref_ids, _ = draft_answer(loaded, prompt_ids, 6)
+    assert (text, look_ids) == (ref_text, ref_ids) and len(look_ids) == 6
+    two_pass = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
+    assert fused.kept_indices.keys() == two_pass.kept_indices.keys()
+    for layer, idx in fused.kept_indices.items():
+        assert torch.equal(idx, two_pass.kept_indices[layer]), layer
+    assert torch.allclose(fused.first_logits, two_pass.first_logits, atol=1e-4)
+    for a, b in zip(fused.cache.layers, two_pass.cache.layers):
+        assert a.keys.shape == b.keys.shape and torch.allclose(a.keys, b.keys, atol=1e-5)
+    # Through the public call: the same tokens as the two-pass path would decode, and the note says so.
+    result = engine.generate(PROMPT, method="speckv", config=cfg.replace(lookahead_tokens=6), max_new_tokens=6)
+    assert "self-draft" in result.stats.note and result.stats.lookahead_tokens == 6

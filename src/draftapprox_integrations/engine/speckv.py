@@ -203,6 +203,7 @@ class CompressedPrefill:
     kept_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, Hkv, kept]
     kv_bytes_full: int = 0
     kv_bytes_kept: int = 0
+    lookahead_seconds: float = 0.0  # self-draft path: the lookahead written into the shared cache
 
 
 def _new_cache(model):
@@ -282,7 +283,24 @@ def prefill_and_compress(
                 layer = cache.layers[i]
                 kept_indices[i] = idx.expand(layer.keys.shape[0], layer.keys.shape[1], -1)
     first_logits = out.logits[0, -1].float()
+    kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, n_look)
+    return CompressedPrefill(
+        cache=cache,
+        first_logits=first_logits,
+        prompt_len=prompt_len,
+        kept_entries=budget,
+        kept_indices=kept_indices,
+        kv_bytes_full=kv_bytes_full,
+        kv_bytes_kept=kv_bytes_kept,
+    )
 
+
+def compress_cache(cache, kept_indices: dict[int, torch.Tensor], prompt_len: int, n_look: int) -> tuple[int, int]:
+    """Drop the lookahead's entries and keep ``kept_indices`` (per layer, [B, Hkv, k]) of the prompt, in place.
+
+    Sliding-window layers are only cropped back to their window. Returns (bytes a full prompt cache would
+    hold, bytes kept), keys and values, every layer.
+    """
     kv_bytes_full = kv_bytes_kept = 0
     for i, layer in enumerate(cache.layers):
         if not getattr(layer, "is_initialized", True) or layer.keys is None:
@@ -302,7 +320,103 @@ def prefill_and_compress(
         per_entry = layer.keys.shape[0] * layer.keys.shape[1] * layer.keys.shape[-1] * layer.keys.element_size() * 2
         kv_bytes_full += full_entries * per_entry
         kv_bytes_kept += layer.keys.shape[-2] * per_entry
-    return CompressedPrefill(
+    return kv_bytes_full, kv_bytes_kept
+
+
+@torch.no_grad()
+def self_draft_prefill(
+    model_: LoadedModel,
+    prompt_ids: Sequence[int],
+    n_lookahead: int,
+    *,
+    config: SpecKVConfig,
+    stop: Sequence[str] = (),
+) -> tuple[CompressedPrefill, str, list[int]]:
+    """SpecKV when the draft *is* the target (one model as its own draft): one prefill serves both.
+
+    The model prefills the prompt once (window queries captured), then greedily writes the lookahead into
+    the same cache, each new token's attention captured as it is fed. That is exactly what the target's
+    prefill of prompt + lookahead would compute (same weights, same causal attention), so the separate
+    target prefill is skipped. The lookahead's entries are then dropped and the prompt's compressed.
+    Returns the prefill, the lookahead text and its token ids.
+    """
+    model = model_.model
+    device = model_.input_device
+    prompt_len = len(prompt_ids)
+    budget = min(config.budget, prompt_len)
+    window = min(config.window_size, prompt_len)
+    cache = _new_cache(model)
+    for layer in cache.layers:
+        if _is_sliding(layer):
+            layer.activate_past_recording()
+    full_layers = [i for i, layer in enumerate(cache.layers) if not _is_sliding(layer)]
+    kv_heads = model.config.num_key_value_heads
+    scoring = budget < prompt_len
+
+    def reducer(weights: torch.Tensor, module) -> tuple[torch.Tensor, int]:
+        # (reduction over this forward's queries, their number): max combines as a max, mean as a weighted mean.
+        n_queries = weights.shape[2]
+        scores = observation_key_scores(
+            weights, prompt_len=prompt_len, window_size=window, kv_heads=kv_heads, reduction=config.reduction
+        )
+        return scores, n_queries
+
+    capture = AttentionCapture(model, window, layers=full_layers, reducer=reducer) if scoring else None
+    look_ids: list[int] = []
+    text = ""
+    with capture if capture is not None else _nullcontext():
+        out = model(
+            input_ids=torch.tensor([list(prompt_ids)], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        first_logits = out.logits[0, -1].float()
+        started = time.perf_counter()
+        fed = 0
+        steps = decode_tokens(
+            model,
+            model_.tokenizer,
+            cache,
+            first_logits,
+            prompt_len,
+            max_new_tokens=n_lookahead,
+            sampler=TokenSampler(0.0),
+            eos_ids=eos_token_ids(model_),
+            stop=stop,
+        )
+        for step in steps if n_lookahead > 0 else ():
+            text += step.text
+            if step.token_id is not None:
+                look_ids.append(step.token_id)
+            if step.finish_reason is None:
+                fed += 1  # decode_tokens feeds every token it yields without a finish reason
+        if len(look_ids) > fed:
+            # The last lookahead token was sampled but not fed: feed it so its queries score the prompt too.
+            model(
+                input_ids=torch.tensor([[look_ids[-1]]], device=device),
+                position_ids=torch.tensor([[prompt_len + fed]], device=device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+    kept_indices: dict[int, torch.Tensor] = {}
+    if scoring:
+        for i in full_layers:
+            records = capture.records[i]
+            if config.reduction == "max":
+                scores = torch.stack([r[0] for r in records]).amax(dim=0)
+            else:
+                total = sum(r[1] for r in records)
+                scores = sum(r[0] * r[1] for r in records) / total
+            kept_indices[i] = select_kept_indices(
+                scores,
+                prompt_len=prompt_len,
+                budget=budget,
+                window_size=window,
+                kernel_size=config.kernel_size,
+                pooling=config.pooling,
+            )
+    lookahead_seconds = time.perf_counter() - started
+    kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, len(look_ids))
+    prefill = CompressedPrefill(
         cache=cache,
         first_logits=first_logits,
         prompt_len=prompt_len,
@@ -310,7 +424,17 @@ def prefill_and_compress(
         kept_indices=kept_indices,
         kv_bytes_full=kv_bytes_full,
         kv_bytes_kept=kv_bytes_kept,
+        lookahead_seconds=lookahead_seconds,
     )
+    return prefill, text, look_ids
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,44 +612,54 @@ def _run(plan: _Plan) -> Iterator[StreamChunk]:
             method = "full"
 
         lookahead_ids: list[int] = []
+        prefill: CompressedPrefill | None = None
         if method in _DRAFT_METHODS:
             draft = engine.draft
             t_draft = time.perf_counter()
             n_look = cfg.lookahead_tokens if cfg.lookahead_tokens is not None else plan.max_new_tokens
             draft_ids = encode_prompt(draft, plan.messages, plan.text)
-            if len(draft_ids) + n_look > draft.context_length:
-                notes.append(
-                    f"prompt ({len(draft_ids)} draft tokens) too long for the draft's context "
-                    f"({draft.context_length}): no lookahead, SnapKV behaviour"
-                )
-                look_text, look_ids = "", []
+            fits = len(draft_ids) + n_look <= draft.context_length
+            if method == "speckv" and draft is target and draft_ids == prompt_ids and fits:
+                # One model as its own draft: its prefill and lookahead serve as the target's prefill too.
+                prefill, look_text, look_ids = self_draft_prefill(target, prompt_ids, n_look, config=cfg, stop=plan.stop)
+                stats.draft_seconds = prefill.lookahead_seconds
+                lookahead_ids = look_ids
+                notes.append("self-draft: one prefill served the draft and the target")
             else:
-                look_text, look_ids, _ = draft_answer(draft, draft_ids, n_look, plan.stop)
-            if method == "speckv-pc":
-                if plan.prompt_budget is not None and plan.prompt_budget < len(prompt_ids):
-                    messages, text, pc_note = _specpc_cut(plan, look_text)
-                    notes.append(pc_note)
-                    prompt_ids = encode_prompt(target, messages, text)
-                    stats.compressed_prompt_tokens = len(prompt_ids)
+                if not fits:
+                    notes.append(
+                        f"prompt ({len(draft_ids)} draft tokens) too long for the draft's context "
+                        f"({draft.context_length}): no lookahead, SnapKV behaviour"
+                    )
+                    look_text, look_ids = "", []
                 else:
-                    notes.append("prompt_budget >= prompt length: SpecPC skipped")
-                    stats.compressed_prompt_tokens = len(prompt_ids)
-            stats.draft_seconds = time.perf_counter() - t_draft
-            if engine.same_tokenizer():
-                lookahead_ids = list(look_ids)  # same vocabulary: no re-tokenisation drift
-            elif look_text:
-                lookahead_ids = list(target.tokenizer(look_text, add_special_tokens=False)["input_ids"])
-            room = target.context_length - len(prompt_ids)
-            lookahead_ids = lookahead_ids[:room]
+                    look_text, look_ids, _ = draft_answer(draft, draft_ids, n_look, plan.stop)
+                if method == "speckv-pc":
+                    if plan.prompt_budget is not None and plan.prompt_budget < len(prompt_ids):
+                        messages, text, pc_note = _specpc_cut(plan, look_text)
+                        notes.append(pc_note)
+                        prompt_ids = encode_prompt(target, messages, text)
+                        stats.compressed_prompt_tokens = len(prompt_ids)
+                    else:
+                        notes.append("prompt_budget >= prompt length: SpecPC skipped")
+                        stats.compressed_prompt_tokens = len(prompt_ids)
+                stats.draft_seconds = time.perf_counter() - t_draft
+                if engine.same_tokenizer():
+                    lookahead_ids = list(look_ids)  # same vocabulary: no re-tokenisation drift
+                elif look_text:
+                    lookahead_ids = list(target.tokenizer(look_text, add_special_tokens=False)["input_ids"])
+                room = target.context_length - len(prompt_ids)
+                lookahead_ids = lookahead_ids[:room]
             if not lookahead_ids:
                 notes.append("the draft's answer is empty (EOS at once): SnapKV behaviour")
             stats.lookahead_text = look_text
             stats.lookahead_tokens = len(lookahead_ids)
 
-        prefill_method = "speckv" if method in _DRAFT_METHODS else method
-        if prefill_method != "full" and cfg.budget >= len(prompt_ids):
-            notes.append(f"budget {cfg.budget} >= the cut prompt's {len(prompt_ids)} tokens: full KV of the cut prompt")
-        prefill = prefill_and_compress(target, prompt_ids, lookahead_ids, method=prefill_method, config=cfg)
+        if prefill is None:
+            prefill_method = "speckv" if method in _DRAFT_METHODS else method
+            if prefill_method != "full" and cfg.budget >= len(prompt_ids):
+                notes.append(f"budget {cfg.budget} >= the cut prompt's {len(prompt_ids)} tokens: full KV of the cut prompt")
+            prefill = prefill_and_compress(target, prompt_ids, lookahead_ids, method=prefill_method, config=cfg)
         stats.kv_entries_full = stats.prompt_tokens
         stats.kv_entries_kept = prefill.kept_entries
         stats.kv_bytes_full = prefill.kv_bytes_full
