@@ -218,7 +218,10 @@ def sample_index(sample: Sample) -> int:
 
 def _jobs(cfg: EvalConfig, samples: Sequence[Sample]) -> list[tuple[Sample, str, int | None]]:
     jobs = []
-    for sample in samples:  # sample-major: a cut-short run still compares every method on the same samples
+    # Sample-major (index, then length, then task): a run cut short still covers every task and length and
+    # compares every method on the same samples.
+    ordered = sorted(samples, key=lambda s: (sample_index(s), s.target_length, list(cfg.tasks).index(s.task)))
+    for sample in ordered:
         for method in cfg.methods:
             for budget in [None] if method == "full" else list(cfg.budgets):
                 jobs.append((sample, method, budget))
