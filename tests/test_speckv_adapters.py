@@ -190,3 +190,13 @@ def test_llama_index_query_engine(llama_llm):
     response = index.as_query_engine(llm=llama_llm).query(QUESTION)
     assert str(response).strip()
     assert response.source_nodes and "4417" in response.source_nodes[0].node.get_content()
+
+
+def test_llm_and_compressor_share_one_copy_of_the_weights(chat_model, smollm2_engine):
+    from draftapprox_integrations.langchain import SpecPCCompressor
+    from draftapprox_integrations.llama_index import SpecKVLLM
+
+    compressor = SpecPCCompressor(device="cpu")  # a draft-only engine: a different engine, the same weights
+    assert compressor.get_engine() is not chat_model.get_engine()
+    assert compressor.get_engine().draft is chat_model.get_engine().target is smollm2_engine.target
+    assert SpecKVLLM(device="cpu").get_engine() is chat_model.get_engine()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from typing import Any
 
 import torch
@@ -80,7 +81,7 @@ class DraftApproxEngine:
                 if self._same_model and self._target is not None:
                     self._draft = self._target
                 else:
-                    self._draft = load_model(self.draft_source, device=self.device, dtype=self.dtype)
+                    self._draft = _load_shared(self.draft_source, device=self.device, dtype=self.dtype)
             return self._draft
 
     @property
@@ -97,7 +98,7 @@ class DraftApproxEngine:
                     # One model as its own draft: share the weights instead of loading them twice.
                     self._target = self._draft
                 else:
-                    self._target = load_model(
+                    self._target = _load_shared(
                         self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization
                     )
             return self._target
@@ -158,6 +159,24 @@ class DraftApproxEngine:
     def __repr__(self) -> str:
         d = self.describe()
         return f"DraftApproxEngine(draft={d['draft']!r}, target={d['target']!r}, device={d['device']!r}, dtype={d['dtype']!r})"
+
+
+# -- shared weights ---------------------------------------------------------------------------------
+
+# Engines that name the same model (a draft-only compressor engine and a draft+target LLM engine, say)
+# share one loaded copy. Weak values: the weights are freed once no engine holds them.
+_loaded_models: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_loaded_lock = threading.Lock()
+
+
+def _load_shared(source: ModelSource, *, device: torch.device, dtype: torch.dtype, quantization: str | None = None) -> LoadedModel:
+    key = (source.kind, source.location, str(device), dtype, quantization)
+    with _loaded_lock:
+        loaded = _loaded_models.get(key)
+        if loaded is None:
+            loaded = load_model(source, device=device, dtype=dtype, quantization=quantization)
+            _loaded_models[key] = loaded
+        return loaded
 
 
 # -- shared engines ---------------------------------------------------------------------------------
