@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 
 DEFAULT_DRAFT = "smollm2-135m-instruct"
 DEFAULT_TARGET = "smollm2-135m-instruct"
@@ -20,27 +19,11 @@ def _engine_args(parser: argparse.ArgumentParser, draft: str = DEFAULT_DRAFT, ta
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .demos.tour import run_tour
     from .engine import DraftApproxEngine
 
     engine = DraftApproxEngine(args.draft, args.target, device=args.device, dtype=args.dtype, quantization=args.quantization)
-    print(f"engine: {engine}")
-    t0 = time.perf_counter()
-    engine.load()
-    info = engine.describe()
-    print(f"loaded in {time.perf_counter() - t0:.1f}s  (draft {info.get('draft_load_seconds')}s, target {info.get('target_load_seconds')}s)")
-    target = engine.target
-    prompt = "Name the capital of France in one word."
-    if target.has_chat_template:
-        text = target.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-    else:
-        text = f"Question: {prompt}\nAnswer:"
-    ids = target.tokenizer(text, return_tensors="pt").to(target.input_device)
-    t0 = time.perf_counter()
-    out = target.model.generate(**ids, max_new_tokens=12, do_sample=False)
-    answer = target.tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
-    print(f"\nQ: {prompt}\nA ({args.target}, {time.perf_counter() - t0:.2f}s): {answer.strip()}")
+    run_tour(engine, seed=args.seed, rate=args.rate, budget=args.budget)
     return 0
 
 
@@ -179,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the demo on the embedded models, offline")
     _engine_args(demo)
+    demo.add_argument("--seed", type=int, default=7, help="which generated field report to read")
+    demo.add_argument("--rate", type=float, default=0.1, help="SpecPC: fraction of the document's tokens to keep")
+    demo.add_argument("--budget", type=int, default=128, help="SpecKV: KV entries kept per layer and head")
     demo.set_defaults(func=cmd_demo)
     info = sub.add_parser("info", help="embedded models, cache folder, device and dtype defaults")
     info.set_defaults(func=cmd_info)

@@ -6,6 +6,7 @@ import sys
 import time
 
 from ..engine.config import SpecPCConfig
+from ..engine.specpc import CompressionResult
 
 _ON = "\033[1;30;43m"  # bold dark text on yellow: the kept spans
 _DIM = "\033[2m"  # elided text, dimmed
@@ -35,9 +36,9 @@ def run_specpc_demo(
     config: SpecPCConfig | None = None,
     stream=None,
     color: bool | None = None,
-) -> None:
+) -> CompressionResult:
     """Compress ``document`` for ``question`` with SpecPC and print the document with the kept text highlighted,
-    then the compressed context, token counts and time."""
+    then the compressed context, token counts and time. Returns the compression result."""
     stream = stream or sys.stdout
     if color is None:
         color = bool(getattr(stream, "isatty", lambda: False)())
@@ -57,3 +58,4 @@ def run_specpc_demo(
         + (f" (+{wall - result.seconds:.2f}s overhead)" if wall - result.seconds > 0.05 else ""),
         file=stream,
     )
+    return result
