@@ -24,6 +24,7 @@ def run_speckv_demo(
     """Answer ``question`` over ``document`` with SpecKV (``budget`` KV entries per layer and head), streaming the
     answer, then print the KV memory kept versus full and the timings; with ``compare_full``, the full-KV answer too."""
     out = stream or sys.stdout
+    engine.load()  # load before printing, so loading messages do not interleave with the streamed answer
     config = SpecKVConfig(budget=budget, window_size=min(32, budget))
     messages = [{"role": "user", "content": f"{document}\n\nQuestion: {question}\nAnswer briefly."}]
     print(f"\n== SpecKV: {engine.draft_source.name} drafts, {engine.target_source.name} answers "
