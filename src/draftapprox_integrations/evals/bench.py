@@ -496,7 +496,8 @@ def summary_lines(written: dict[str, Any]) -> list[str]:
                 continue
             kv = r.get("kv_bytes")
             lines.append(
-                f"  {r['length']:>6} {r['method']:>10}: ttft {r['ttft_seconds']:.2f}s  latency {r['latency_seconds']:.2f}s  "
+                f"  {r['length']:>6} {r['method']:>10}: ttft {r['ttft_seconds']:.2f}s (cpu {r['ttft_cpu_seconds']:.2f}s)  "
+                f"latency {r['latency_seconds']:.2f}s (cpu {r['latency_cpu_seconds']:.2f}s)  "
                 f"decode {r['decode_tokens_per_second'] or 0:.1f} tok/s  compress {r['compression_seconds']:.2f}s  "
                 f"KV {kv / 2**20 if kv else float('nan'):.1f} MiB  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB"
             )
