@@ -230,3 +230,15 @@ def test_count_tokens_in_spans():
     assert count_tokens_in_spans(offsets, [(0, 3), (8, 11)]) == 2
     assert count_tokens_in_spans(offsets, [(2, 5)]) == 3
     assert count_tokens_in_spans(offsets, []) == 0
+
+
+def test_paper_settings_and_small_draft_defaults():
+    from draftapprox_integrations.engine.config import SpecPCConfig
+
+    paper = SpecPCConfig.paper()
+    assert (paper.pooling, paper.kernel_size, paper.neighbors, paper.starting_layer_index) == ("max", 32, 32, 8)
+    assert SpecPCConfig.paper(kernel_size=64).neighbors == 64
+    tuned = SpecPCConfig()
+    assert (tuned.pooling, tuned.kernel_size, tuned.neighbors, tuned.starting_layer_index) == ("avg", 8, 0, 12)
+    with pytest.raises(ConfigError):
+        SpecPCConfig.paper(kernel_size=0)
