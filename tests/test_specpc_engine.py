@@ -218,3 +218,22 @@ def test_needle_survives_chunked_scoring(smollm2_draft_engine):
     assert result.chunks >= 3
     assert result.selected_tokens == round(0.1 * result.original_tokens)
     assert NEEDLE in result.text
+
+
+def test_compress_cli(tiny_model_factory, tmp_path, capsys):
+    from draftapprox_integrations.cli import main
+
+    text = _words(300, 13)
+    path = tmp_path / "context.txt"
+    path.write_text(text, encoding="utf-8")
+    args = ["compress", str(path), "-q", "Where is the lamp?", "--budget", "30", "--draft", str(tiny_model_factory("llama")),
+            "--device", "cpu", "--dtype", "float32", "--starting-layer-index", "1", "--kernel-size", "5"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    printed = out.strip()
+    assert 0 < len(printed) < len(text)
+    for piece in printed.split(" … "):
+        assert piece.strip(" …") in text
+    assert "-> " in err and "budget 30" in err
+    with pytest.raises(SystemExit):
+        main(["compress", str(path), "--budget", "5", "--rate", "0.5"])  # mutually exclusive
