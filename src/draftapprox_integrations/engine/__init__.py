@@ -8,6 +8,7 @@ from .errors import (
     DraftApproxError,
     EngineUsageError,
     IncompatibleModelsError,
+    InvalidInputError,
     MissingEmbeddedModelError,
     ModelReferenceError,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "DraftApproxError",
     "EngineUsageError",
     "IncompatibleModelsError",
+    "InvalidInputError",
     "MissingEmbeddedModelError",
     "ModelReferenceError",
 ]
