@@ -142,6 +142,7 @@ def random_model_folder(shape: str, *, seed: int = 0, max_positions: int = 32768
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.to_empty(device="cpu")
+    model.tie_weights()  # to_empty gives tied parameters separate storage; re-tie before filling
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -10,8 +10,11 @@ from .tasks import TASKS
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .runner import EvalConfig, run_eval, summary_lines
+    from .runner import EvalConfig, render_results, run_eval, summary_lines
 
+    if args.render_only:
+        print("\n".join(summary_lines(render_results(args.out))))
+        return 0
     grid = dict(LARGE_GRID if args.grid == "large" else DEFAULT_GRID)
     cfg = EvalConfig(
         draft=args.draft,
@@ -82,6 +85,7 @@ def add_subcommands(sub) -> None:
     ev.add_argument("--pc-prompt-factor", type=float, default=2.0, help="speckv-pc: SpecPC keeps factor x budget prompt tokens")
     ev.add_argument("--max-new-tokens", type=int, default=None, help="default: per task (24-96)")
     ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--render-only", action="store_true", help="only re-render OUT/results.md and OUT/accuracy.png from OUT/results.jsonl")
     ev.set_defaults(func=cmd_eval)
 
     be = sub.add_parser(

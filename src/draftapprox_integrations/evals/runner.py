@@ -445,6 +445,19 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> No
     plt.close(fig)
 
 
+def render_results(output_dir: str | os.PathLike) -> EvalReport:
+    """Re-render ``results.md`` and ``accuracy.png`` from an output folder's JSONL, running nothing."""
+    out_dir = Path(output_dir)
+    results_path = out_dir / "results.jsonl"
+    if not results_path.is_file():
+        raise ConfigError(f"no results.jsonl in {out_dir}: run `draftapprox eval --out {out_dir}` first")
+    rows = load_rows(results_path)
+    table_path, plot_path = out_dir / "results.md", out_dir / "accuracy.png"
+    table_path.write_text(render_table(rows), encoding="utf-8")
+    plot_accuracy(rows, plot_path)
+    return EvalReport(rows=rows, new_rows=0, skipped_rows=len(rows), results_path=str(results_path), table_path=str(table_path), plot_path=str(plot_path))
+
+
 def summary_lines(report: EvalReport) -> list[str]:
     lines = [
         f"rows: {len(report.rows)} ({report.new_rows} new, {report.skipped_rows} already done, {report.errors} errors)",
