@@ -13,7 +13,10 @@ from draftapprox_integrations.evals.runner import METHODS, EvalConfig, load_rows
 
 @pytest.fixture(scope="module")
 def tiny_engine(tiny_model_factory):
-    draft = tiny_model_factory("llama", layers=10)  # SpecPC scores layers >= 8 by default
+    from draftapprox_integrations.engine import SpecPCConfig
+
+    # SpecPC scores only layers >= its starting_layer_index: the tiny draft needs a few more than that.
+    draft = tiny_model_factory("llama", layers=SpecPCConfig().starting_layer_index + 2)
     target = tiny_model_factory("qwen2")
     return DraftApproxEngine(str(draft), str(target), device="cpu", dtype="float32")
 
@@ -106,7 +109,7 @@ def test_bench_on_tiny_random_shapes(tmp_path, tiny_engine):
         assert row["peak_rss_bytes"] > 0 and row["kv_bytes"] > 0
     by = {r["method"]: r for r in rows}
     assert by["snapkv"]["kv_bytes"] < by["full"]["kv_bytes"]
-    assert by["specpc"]["compressed_tokens"] <= 128 and by["specpc"]["compression_seconds"] > 0
+    assert by["specpc"]["compressed_tokens"] < by["specpc"]["original_tokens"] and by["specpc"]["compression_seconds"] > 0
     result = {"rows": rows, "draft": "tiny", "target": "tiny", "dtype": "float32", "device": "cpu", "random_weights": True, "config": {}, "machine": {}}
     plot_bench(result, tmp_path / "b.png")
     assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
