@@ -13,26 +13,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import Runnable, RunnableLambda
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict
 
-from ..engine.config import SpecPCConfig
-from ..engine.errors import ConfigError, InvalidInputError
-from ..engine.specpc import DEFAULT_SEPARATOR
-
-# Metadata keys this compressor adds to every document it returns.
-ORIGINAL_TOKENS = "original_tokens"
-COMPRESSED_TOKENS = "compressed_tokens"
-COMPRESSION_RATIO = "compression_ratio"
-RELEVANCE_SCORE = "relevance_score"
-SKIPPED = "specpc_skipped"
+from .._specpc_options import SKIPPED, SpecPCOptions, compression_metadata
+from ..engine.errors import InvalidInputError
 
 
-class SpecPCCompressor(BaseDocumentCompressor):
+
+class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
     """Keeps the parts of retrieved documents that the draft model attends to when it reads the question.
 
     All documents are scored together, so the token budget goes to the documents (and passages) that
@@ -49,61 +41,6 @@ class SpecPCCompressor(BaseDocumentCompressor):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    draft_model: str = "smollm2-135m-instruct"
-    device: str = "auto"
-    dtype: str = "auto"
-    budget: int | None = None
-    rate: float | None = None
-    config: SpecPCConfig = Field(default_factory=SpecPCConfig)
-    separator: str = DEFAULT_SEPARATOR
-    whole_sentences: bool = False
-    keep_empty: bool = False
-    reorder_by_relevance: bool = False
-    engine: Any = Field(default=None, exclude=True, description="a DraftApproxEngine to use instead of get_engine(...)")
-
-    _engine: Any = PrivateAttr(default=None)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _config_from_fields(cls, data: Any) -> Any:
-        # Accept SpecPCConfig field names directly (window_size=..., kernel_size=...) and config as a dict.
-        if not isinstance(data, dict):
-            return data
-        names = set(SpecPCConfig.__dataclass_fields__)
-        loose = {k: data.pop(k) for k in list(data) if k in names}
-        config = data.get("config")
-        if isinstance(config, dict):
-            config = SpecPCConfig(**config)
-        if loose:
-            config = (config or SpecPCConfig()).replace(**loose)
-        if config is not None:
-            data["config"] = config
-        return data
-
-    @model_validator(mode="after")
-    def _check_budget(self) -> SpecPCCompressor:
-        if self.budget is not None and self.rate is not None:
-            raise ConfigError("give exactly one of budget= (tokens to keep) or rate= (kept fraction in (0, 1])")
-        if self.budget is None and self.rate is None:
-            self.rate = 0.1
-        if self.rate is not None and not (isinstance(self.rate, (int, float)) and 0.0 < self.rate <= 1.0):
-            raise ConfigError(f"rate must be in (0, 1] (the fraction of tokens kept), got {self.rate}")
-        if self.budget is not None and self.budget < 1:
-            raise ConfigError(f"budget must be >= 1 token, got {self.budget}")
-        return self
-
-    # -- engine ----------------------------------------------------------------------------------
-
-    def get_engine(self):
-        """The engine (shared with every component built on the same draft), created on first use."""
-        if self.engine is not None:
-            return self.engine
-        if self._engine is None:
-            from ..engine.engine import get_engine
-
-            self._engine = get_engine(self.draft_model, None, device=self.device, dtype=self.dtype)
-        return self._engine
 
     # -- compression -------------------------------------------------------------------------------
 
@@ -124,19 +61,8 @@ class SpecPCCompressor(BaseDocumentCompressor):
             if isinstance(doc.page_content, str):
                 texts.append(doc.page_content)
                 text_positions.append(i)
-        result = None
-        if texts:
-            result = self.get_engine().compress(
-                texts,
-                query,
-                budget=self.budget,
-                rate=self.rate if self.budget is None else None,
-                config=self.config,
-                separator=self.separator,
-                whole_sentences=self.whole_sentences,
-            )
+        compressed = self._compress_by_position(texts, text_positions, query)
         out: list[tuple[float, int, Document]] = []
-        compressed = dict(zip(text_positions, result.documents if result is not None else []))
         for i, doc in enumerate(documents):
             item = compressed.get(i)
             if item is None:
@@ -147,18 +73,9 @@ class SpecPCCompressor(BaseDocumentCompressor):
             if not item.text and not self.keep_empty:
                 continue
             meta = dict(doc.metadata)
-            meta.update(
-                {
-                    ORIGINAL_TOKENS: item.original_tokens,
-                    COMPRESSED_TOKENS: item.compressed_tokens,
-                    COMPRESSION_RATIO: round(item.compression_ratio, 4),
-                    RELEVANCE_SCORE: item.relevance,
-                }
-            )
+            meta.update(compression_metadata(item))
             out.append((item.relevance, i, doc.model_copy(update={"page_content": item.text, "metadata": meta})))
-        if self.reorder_by_relevance:
-            out.sort(key=lambda t: (-t[0], t[1]))
-        return [doc for _, _, doc in out]
+        return self._ordered(out)
 
     async def acompress_documents(
         self,
