@@ -12,16 +12,15 @@ has none, e.g. Gemma-3-270M). Text only: no tool calling, structured output or i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from .._threads import aiter_in_thread, run_in_thread
 from ..engine.errors import InvalidInputError
 from ._speckv_params import SpecKVParams, metadata_from_result, usage_from_stats
 
@@ -80,17 +79,7 @@ class ChatSpecKV(SpecKVParams, BaseChatModel):
         return self.identifying_params()
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="draftapprox",
-            ls_model_name=kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.target_model,
-            ls_model_type="chat",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
-        )
-        stops = stop if stop is not None else self.stop
-        if stops:
-            params["ls_stop"] = stops
-        return params
+        return self.ls_params("chat", stop, kwargs)
 
     # -- generation ---------------------------------------------------------------------------------
 
@@ -138,37 +127,3 @@ class ChatSpecKV(SpecKVParams, BaseChatModel):
                 ),
                 generation_info=meta,
             )
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        for chunk in self._chunks(messages, stop, kwargs):
-            if run_manager is not None:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        # The engine runs in a worker thread; the event loop keeps serving other tasks meanwhile.
-        return await run_in_thread(self._generate, messages, stop, None, **kwargs)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        async for chunk in aiter_in_thread(lambda: self._chunks(messages, stop, kwargs)):
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk

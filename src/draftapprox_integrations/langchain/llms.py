@@ -11,15 +11,14 @@ finish reason, token usage and the KV statistics; ``llm_output["token_usage"]`` 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 
-from .._threads import aiter_in_thread, run_in_thread
 from ._speckv_params import SpecKVParams, metadata_from_result, usage_from_stats
 
 
@@ -41,17 +40,7 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
         return {**self.identifying_params(), "chat": self.chat}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(
-            ls_provider="draftapprox",
-            ls_model_name=kwargs.get("model") if isinstance(kwargs.get("model"), str) else self.target_model,
-            ls_model_type="llm",
-            ls_temperature=kwargs.get("temperature", self.temperature),
-            ls_max_tokens=kwargs.get("max_tokens", self.max_tokens),
-        )
-        stops = stop if stop is not None else self.stop
-        if stops:
-            params["ls_stop"] = stops
-        return params
+        return self.ls_params("llm", stop, kwargs)
 
     def _one(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Generation:
         result = self.get_engine().generate(prompt, chat=self.chat or None, **self.generation_kwargs(stop, kwargs))
@@ -90,36 +79,3 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
             info = metadata_from_result(self.target_model, piece.finish_reason or "length", piece.stats)
             info["token_usage"] = usage_from_stats(piece.stats)
             yield GenerationChunk(text=piece.text, generation_info=info)
-
-    def _stream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[GenerationChunk]:
-        for chunk in self._chunks(prompt, stop, kwargs):
-            if run_manager is not None:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-
-    async def _agenerate(
-        self,
-        prompts: list[str],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> LLMResult:
-        return await run_in_thread(self._generate, prompts, stop, None, **kwargs)
-
-    async def _astream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[GenerationChunk]:
-        async for chunk in aiter_in_thread(lambda: self._chunks(prompt, stop, kwargs)):
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk

@@ -26,18 +26,18 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
+from .._speckv_options import DEFAULT_MODEL, SpecKVOptions
 from .._threads import aiter_in_thread, run_in_thread
-from ..engine.config import SpecKVConfig
-from ..engine.errors import ConfigError, InvalidInputError
-from ..engine.speckv import METHODS
+from ..engine.errors import InvalidInputError
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "chatbot": "assistant",
           "model": "assistant"}
+# Per-call keyword arguments that reach engine.generate (anything else is refused with a clear error).
+_CALL_OPTIONS = ("budget", "max_tokens", "method", "seed", "stop", "temperature", "top_p")
 
 
 def to_engine_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
@@ -60,7 +60,7 @@ def _info(result_stats, finish_reason: str) -> dict[str, Any]:
     }
 
 
-class SpecKVLLM(CustomLLM):
+class SpecKVLLM(SpecKVOptions, CustomLLM):
     """A local LLM whose KV cache keeps only ``budget`` entries per layer and head (SpecKV).
 
     Fields: ``draft_model`` / ``target_model``, ``device``, ``dtype``, ``quantization``; ``method``
@@ -73,73 +73,17 @@ class SpecKVLLM(CustomLLM):
 
     draft_model: str | None = Field(default=DEFAULT_MODEL, description="draft model reference")
     target_model: str = Field(default=DEFAULT_MODEL, description="target model reference")
-    device: str = "auto"
-    dtype: str = "auto"
-    quantization: str | None = None
-    method: str = "speckv"
-    budget: int | None = None
-    prompt_budget: int | None = None
-    config: SpecKVConfig | None = None
-    max_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    stop: list[str] | None = None
-    seed: int | None = None
-    engine: Any = Field(default=None, exclude=True, description="a DraftApproxEngine to use instead of get_engine(...)")
-
-    _engine: Any = PrivateAttr(default=None)
     _target_info: tuple[int, bool] | None = PrivateAttr(default=None)
-
-    @model_validator(mode="after")
-    def _validate_options(self):
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown method {self.method!r}: use one of {', '.join(METHODS)}")
-        self._config()
-        if self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.method == "speckv-pc" and self.prompt_budget is None:
-            raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
-        return self
 
     @classmethod
     def class_name(cls) -> str:
         return "SpecKVLLM"
 
-    def _config(self, budget: int | None = None) -> SpecKVConfig:
-        base = self.config or SpecKVConfig()
-        chosen = budget if budget is not None else self.budget
-        return base.replace(budget=chosen) if chosen is not None else base
-
-    def get_engine(self):
-        if self.engine is not None:
-            return self.engine
-        if self._engine is None:
-            from ..engine.engine import get_engine
-
-            self._engine = get_engine(
-                self.draft_model, self.target_model, device=self.device, dtype=self.dtype, quantization=self.quantization
-            )
-        return self._engine
-
     def _kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs = dict(kwargs)
         # LlamaIndex passes its own bookkeeping keywords (e.g. formatted); they are not generation options.
         kwargs.pop("formatted", None)
-        allowed = {"method", "budget", "max_tokens", "temperature", "top_p", "seed", "stop"}
-        unknown = set(kwargs) - allowed
-        if unknown:
-            raise ConfigError(f"unsupported option(s) {', '.join(sorted(unknown))}; supported: {', '.join(sorted(allowed))}")
-        method = kwargs.get("method", self.method)
-        return {
-            "method": method,
-            "config": self._config(kwargs.get("budget")),
-            "prompt_budget": self.prompt_budget if method == "speckv-pc" else None,
-            "max_new_tokens": kwargs.get("max_tokens", self.max_tokens),
-            "temperature": kwargs.get("temperature", self.temperature),
-            "top_p": kwargs.get("top_p", self.top_p),
-            "seed": kwargs.get("seed", self.seed),
-            "stop": kwargs.get("stop", self.stop),
-        }
+        return self._engine_kwargs(kwargs, _CALL_OPTIONS, kwargs.get("stop", self.stop))
 
     # -- metadata ------------------------------------------------------------------------------------
 
