@@ -84,6 +84,14 @@ def tiny_model_factory(tmp_path_factory, smollm2_tokenizer):
     return make
 
 
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_factory):
+    """A draft-only engine on the tiny random llama (one per test module; a module may define its own)."""
+    from draftapprox_integrations.engine import DraftApproxEngine
+
+    return DraftApproxEngine(str(tiny_model_factory("llama")), None, device="cpu", dtype="float32")
+
+
 @pytest.fixture(scope="session")
 def smollm2_engine():
     """The shared engine with SmolLM2 as draft and target (one copy of the weights)."""

@@ -12,29 +12,17 @@ from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.retrievers import BaseRetriever
 
-from draftapprox_integrations.engine import DraftApproxEngine, SpecPCConfig
+from draftapprox_integrations.engine import SpecPCConfig
 from draftapprox_integrations.engine.errors import ConfigError, InvalidInputError
 from draftapprox_integrations.langchain import SpecPCCompressor
-
-TINY = dict(starting_layer_index=1, window_size=16, kernel_size=5)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_model_factory):
-    return DraftApproxEngine(str(tiny_model_factory("llama")), None, device="cpu", dtype="float32")
-
-
-def _words(n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    vocab = ["river", "stone", "quiet", "lamp", "north", "garden", "copper", "window", "seven", "market", "cloud"]
-    return " ".join(rng.choice(vocab) for _ in range(n)) + "."
+from helpers_specpc import TINY, words
 
 
 def _docs() -> list[Document]:
     return [
-        Document(page_content=_words(150, 1), metadata={"source": "a.txt", "page": 1}, id="doc-a"),
-        Document(page_content=_words(90, 2), metadata={"source": "b.txt"}),
-        Document(page_content=_words(120, 3), metadata={}),
+        Document(page_content=words(150, 1), metadata={"source": "a.txt", "page": 1}, id="doc-a"),
+        Document(page_content=words(90, 2), metadata={"source": "b.txt"}),
+        Document(page_content=words(120, 3), metadata={}),
     ]
 
 
@@ -110,7 +98,7 @@ def test_bad_input(tiny_engine):
         c.compress_documents(_docs(), None)  # type: ignore[arg-type]
 
     # Empty documents keep nothing: dropped by default, kept (with metadata) on request.
-    docs = [Document(page_content="", metadata={"k": 1}), Document(page_content=_words(100, 4), metadata={"k": 2})]
+    docs = [Document(page_content="", metadata={"k": 1}), Document(page_content=words(100, 4), metadata={"k": 2})]
     out = c.compress_documents(docs, "Where is the lamp?")
     assert [d.metadata["k"] for d in out] == [2]
     kept = SpecPCCompressor(engine=tiny_engine, budget=40, keep_empty=True, **TINY).compress_documents(docs, "Where?")
@@ -135,7 +123,7 @@ def test_budget_larger_than_input_passes_through(tiny_engine):
 
 async def test_acompress_does_not_block_the_event_loop(tiny_engine):
     c = SpecPCCompressor(engine=tiny_engine, budget=60, **TINY)
-    docs = [Document(page_content=_words(1500, 5))]
+    docs = [Document(page_content=words(1500, 5))]
     ticks = 0
     done = False
 

@@ -10,29 +10,17 @@ import pytest
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import ImageNode, MetadataMode, NodeRelationship, NodeWithScore, RelatedNodeInfo, TextNode
 
-from draftapprox_integrations.engine import DraftApproxEngine, SpecPCConfig
+from draftapprox_integrations.engine import SpecPCConfig
 from draftapprox_integrations.engine.errors import ConfigError, InvalidInputError
 from draftapprox_integrations.llama_index import SpecPCNodePostprocessor
-
-TINY = dict(starting_layer_index=1, window_size=16, kernel_size=5)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_model_factory):
-    return DraftApproxEngine(str(tiny_model_factory("llama")), None, device="cpu", dtype="float32")
-
-
-def _words(n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    vocab = ["river", "stone", "quiet", "lamp", "north", "garden", "copper", "window", "seven", "market", "cloud"]
-    return " ".join(rng.choice(vocab) for _ in range(n)) + "."
+from helpers_specpc import TINY, words
 
 
 def _nodes() -> list[NodeWithScore]:
-    a = TextNode(text=_words(150, 1), id_="node-a", metadata={"file": "a.txt"})
+    a = TextNode(text=words(150, 1), id_="node-a", metadata={"file": "a.txt"})
     a.relationships[NodeRelationship.SOURCE] = RelatedNodeInfo(node_id="doc-1")
-    b = TextNode(text=_words(100, 2), id_="node-b", metadata={"file": "b.txt", "page": 4})
-    c = TextNode(text=_words(80, 3), id_="node-c")
+    b = TextNode(text=words(100, 2), id_="node-b", metadata={"file": "b.txt", "page": 4})
+    c = TextNode(text=words(80, 3), id_="node-c")
     return [NodeWithScore(node=a, score=0.9), NodeWithScore(node=b, score=0.5), NodeWithScore(node=c, score=None)]
 
 
@@ -107,7 +95,7 @@ async def test_async_postprocess(tiny_engine):
             await asyncio.sleep(0.01)
 
     task = asyncio.create_task(ticker())
-    nodes = [NodeWithScore(node=TextNode(text=_words(1500, 7), id_="long"), score=1.0)]
+    nodes = [NodeWithScore(node=TextNode(text=words(1500, 7), id_="long"), score=1.0)]
     out = await p.apostprocess_nodes(nodes, query_str="Where is the lamp?")
     done = True
     await task

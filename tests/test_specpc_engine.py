@@ -7,22 +7,10 @@ import random
 import pytest
 import torch
 
-from draftapprox_integrations.engine import DraftApproxEngine, SpecPCConfig
+from draftapprox_integrations.engine import SpecPCConfig
 from draftapprox_integrations.engine.alignment import render_spans, tokenize_with_offsets
 from draftapprox_integrations.engine.errors import ConfigError, ContextLengthError, InvalidInputError
-
-TINY = dict(starting_layer_index=1, window_size=16, kernel_size=5)
-
-
-@pytest.fixture(scope="module")
-def tiny_engine(tiny_model_factory):
-    return DraftApproxEngine(str(tiny_model_factory("llama")), None, device="cpu", dtype="float32")
-
-
-def _words(n: int, seed: int) -> str:
-    rng = random.Random(seed)
-    vocab = ["river", "stone", "quiet", "lamp", "north", "garden", "copper", "window", "seven", "market", "cloud"]
-    return " ".join(rng.choice(vocab) for _ in range(n)) + "."
+from helpers_specpc import TINY, words
 
 
 def _check_spans(text: str, doc, separator: str) -> None:
@@ -42,7 +30,7 @@ def _check_spans(text: str, doc, separator: str) -> None:
 
 
 def test_budget_is_exact_over_documents_and_spans_map_to_the_original(tiny_engine):
-    docs = [_words(120, 1), _words(200, 2), _words(60, 3)]
+    docs = [words(120, 1), words(200, 2), words(60, 3)]
     result = tiny_engine.compress(docs, "Which word comes after copper?", budget=50, config=SpecPCConfig(**TINY))
     assert result.selected_tokens == 50
     assert sum(d.selected_tokens for d in result.documents) == 50
@@ -58,7 +46,7 @@ def test_budget_is_exact_over_documents_and_spans_map_to_the_original(tiny_engin
 
 
 def test_kept_spans_cover_the_selected_tokens(tiny_engine):
-    text = _words(300, 4)
+    text = words(300, 4)
     result = tiny_engine.compress(text, "What is north of the garden?", rate=0.2, config=SpecPCConfig(**TINY), return_scores=True)
     doc = result.documents[0]
     ids, offsets = tokenize_with_offsets(tiny_engine.draft.tokenizer, text)
@@ -69,7 +57,7 @@ def test_kept_spans_cover_the_selected_tokens(tiny_engine):
 
 
 def test_chunked_long_input_scores_every_chunk_and_keeps_the_budget(tiny_engine):
-    docs = [_words(400, 5), _words(350, 6)]
+    docs = [words(400, 5), words(350, 6)]
     cfg = SpecPCConfig(**TINY)
     full = tiny_engine.compress(docs, "Where is the lamp?", budget=80, config=cfg, return_scores=True)
     chunked = tiny_engine.compress(docs, "Where is the lamp?", budget=80, config=cfg, max_prompt_tokens=200, return_scores=True)
@@ -86,11 +74,11 @@ def test_chunked_long_input_scores_every_chunk_and_keeps_the_budget(tiny_engine)
 
 def test_question_too_long_for_the_window_raises(tiny_engine):
     with pytest.raises(ContextLengthError, match="question"):
-        tiny_engine.compress(_words(200, 7), _words(150, 8), budget=20, config=SpecPCConfig(**TINY), max_prompt_tokens=100)
+        tiny_engine.compress(words(200, 7), words(150, 8), budget=20, config=SpecPCConfig(**TINY), max_prompt_tokens=100)
 
 
 def test_query_free_compression_keeps_the_window(tiny_engine):
-    text = _words(200, 9)
+    text = words(200, 9)
     result = tiny_engine.compress(text, None, budget=40, config=SpecPCConfig(**TINY))
     doc = result.documents[0]
     assert result.selected_tokens == 40
@@ -101,7 +89,7 @@ def test_query_free_compression_keeps_the_window(tiny_engine):
 
 
 def test_given_lookahead_text_is_scored_without_generation(tiny_engine):
-    text = _words(150, 10)
+    text = words(150, 10)
     cfg = SpecPCConfig(**TINY)
     a = tiny_engine.compress(text, "Which colour?", budget=30, config=cfg, lookahead_text="copper window seven", return_scores=True)
     b = tiny_engine.compress(text, "Which colour?", budget=30, config=cfg, lookahead_text="", return_scores=True)
@@ -127,7 +115,7 @@ def test_no_documents_and_empty_documents(tiny_engine):
     assert empty.documents == [] and empty.text == "" and empty.original_tokens == 0
     blanks = tiny_engine.compress(["", ""], "Anything?", rate=0.5)
     assert [d.text for d in blanks.documents] == ["", ""]
-    mixed = tiny_engine.compress(["", _words(200, 11)], "Anything?", budget=20, config=SpecPCConfig(**TINY))
+    mixed = tiny_engine.compress(["", words(200, 11)], "Anything?", budget=20, config=SpecPCConfig(**TINY))
     assert mixed.documents[0].text == "" and mixed.documents[0].spans == []
     assert mixed.documents[1].selected_tokens == 20
 
@@ -161,7 +149,7 @@ def test_bad_inputs(tiny_engine):
     with pytest.raises(InvalidInputError, match="query is empty"):
         tiny_engine.compress("text", "   ", budget=5)
     with pytest.raises(ConfigError, match="starting_layer_index"):
-        tiny_engine.compress(_words(100, 12), "q?", budget=5, starting_layer_index=8)
+        tiny_engine.compress(words(100, 12), "q?", budget=5, starting_layer_index=8)
 
 
 # -- the embedded SmolLM2 draft ----------------------------------------------------------------------
@@ -223,7 +211,7 @@ def test_needle_survives_chunked_scoring(smollm2_draft_engine):
 def test_compress_cli(tiny_model_factory, tmp_path, capsys):
     from draftapprox_integrations.cli import main
 
-    text = _words(300, 13)
+    text = words(300, 13)
     path = tmp_path / "context.txt"
     path.write_text(text, encoding="utf-8")
     args = ["compress", str(path), "-q", "Where is the lamp?", "--budget", "30", "--draft", str(tiny_model_factory("llama")),
