@@ -24,7 +24,7 @@ prefill (``logits_to_keep`` selects that single row: Gemma's vocabulary is 262k)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -216,6 +216,43 @@ def _is_sliding(layer) -> bool:
     return bool(getattr(layer, "is_sliding", False))
 
 
+def _recording_cache(model):
+    """A fresh cache and the indices of its full-attention layers. Sliding-window layers keep every entry
+    through the prefill, so that the lookahead's entries can be cropped off afterwards."""
+    cache = _new_cache(model)
+    for layer in cache.layers:
+        if _is_sliding(layer):
+            layer.activate_past_recording()
+    full_layers = [i for i, layer in enumerate(cache.layers) if not _is_sliding(layer)]
+    return cache, full_layers
+
+
+def _select_by_layer(
+    layer_scores: Iterable[tuple[int, torch.Tensor]], *, prompt_len: int, budget: int, window: int, config: SpecKVConfig
+) -> dict[int, torch.Tensor]:
+    """select_kept_indices for each (layer, key scores) pair: layer -> kept prompt indices."""
+    return {
+        i: select_kept_indices(
+            scores,
+            prompt_len=prompt_len,
+            budget=budget,
+            window_size=window,
+            kernel_size=config.kernel_size,
+            pooling=config.pooling,
+        )
+        for i, scores in layer_scores
+    }
+
+
+def _combine_records(records: Sequence[tuple[torch.Tensor, int]], reduction: str) -> torch.Tensor:
+    """One layer's key scores from its per-forward (scores, number of queries) records: max combines as a
+    max, mean as a mean weighted by the number of queries."""
+    if reduction == "max":
+        return torch.stack([r[0] for r in records]).amax(dim=0)
+    total = sum(r[1] for r in records)
+    return sum(r[0] * r[1] for r in records) / total
+
+
 @torch.no_grad()
 def prefill_and_compress(
     target: LoadedModel,
@@ -242,12 +279,7 @@ def prefill_and_compress(
     scoring = method in ("snapkv", "speckv") and budget < prompt_len
     window = min(config.window_size, prompt_len)
 
-    cache = _new_cache(model)
-    for layer in cache.layers:
-        if _is_sliding(layer):
-            # Keep every sliding entry through the prefill so the lookahead's can be cropped off afterwards.
-            layer.activate_past_recording()
-    full_layers = [i for i, layer in enumerate(cache.layers) if not _is_sliding(layer)]
+    cache, full_layers = _recording_cache(model)
 
     input_ids = torch.tensor([list(prompt_ids) + lookahead], device=device)
     # Only the last prompt position's logits are needed (the first answer token comes from there).
@@ -265,16 +297,8 @@ def prefill_and_compress(
 
         with AttentionCapture(model, window + n_look, layers=full_layers, reducer=reducer) as capture:
             out = model(**forward_kwargs)
-        for i in full_layers:
-            scores = capture.records[i][-1]
-            kept_indices[i] = select_kept_indices(
-                scores,
-                prompt_len=prompt_len,
-                budget=budget,
-                window_size=window,
-                kernel_size=config.kernel_size,
-                pooling=config.pooling,
-            )
+        layer_scores = ((i, capture.records[i][-1]) for i in full_layers)
+        kept_indices = _select_by_layer(layer_scores, prompt_len=prompt_len, budget=budget, window=window, config=config)
     else:
         out = model(**forward_kwargs)
         if method == "streamingllm" and budget < prompt_len:
@@ -283,6 +307,20 @@ def prefill_and_compress(
                 layer = cache.layers[i]
                 kept_indices[i] = idx.expand(layer.keys.shape[0], layer.keys.shape[1], -1)
     first_logits = out.logits[0, -1].float()
+    return _compressed_prefill(cache, first_logits, prompt_len, budget, kept_indices, n_look)
+
+
+def _compressed_prefill(
+    cache,
+    first_logits: torch.Tensor,
+    prompt_len: int,
+    budget: int,
+    kept_indices: dict[int, torch.Tensor],
+    n_look: int,
+    *,
+    lookahead_seconds: float = 0.0,
+) -> CompressedPrefill:
+    """compress_cache (drop the lookahead, keep ``kept_indices`` of the prompt) and the resulting prefill."""
     kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, n_look)
     return CompressedPrefill(
         cache=cache,
@@ -292,6 +330,7 @@ def prefill_and_compress(
         kept_indices=kept_indices,
         kv_bytes_full=kv_bytes_full,
         kv_bytes_kept=kv_bytes_kept,
+        lookahead_seconds=lookahead_seconds,
     )
 
 
@@ -345,11 +384,7 @@ def self_draft_prefill(
     prompt_len = len(prompt_ids)
     budget = min(config.budget, prompt_len)
     window = min(config.window_size, prompt_len)
-    cache = _new_cache(model)
-    for layer in cache.layers:
-        if _is_sliding(layer):
-            layer.activate_past_recording()
-    full_layers = [i for i, layer in enumerate(cache.layers) if not _is_sliding(layer)]
+    cache, full_layers = _recording_cache(model)
     kv_heads = model.config.num_key_value_heads
     scoring = budget < prompt_len
 
@@ -399,32 +434,11 @@ def self_draft_prefill(
             )
     kept_indices: dict[int, torch.Tensor] = {}
     if scoring:
-        for i in full_layers:
-            records = capture.records[i]
-            if config.reduction == "max":
-                scores = torch.stack([r[0] for r in records]).amax(dim=0)
-            else:
-                total = sum(r[1] for r in records)
-                scores = sum(r[0] * r[1] for r in records) / total
-            kept_indices[i] = select_kept_indices(
-                scores,
-                prompt_len=prompt_len,
-                budget=budget,
-                window_size=window,
-                kernel_size=config.kernel_size,
-                pooling=config.pooling,
-            )
+        layer_scores = ((i, _combine_records(capture.records[i], config.reduction)) for i in full_layers)
+        kept_indices = _select_by_layer(layer_scores, prompt_len=prompt_len, budget=budget, window=window, config=config)
     lookahead_seconds = time.perf_counter() - started
-    kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, len(look_ids))
-    prefill = CompressedPrefill(
-        cache=cache,
-        first_logits=first_logits,
-        prompt_len=prompt_len,
-        kept_entries=budget,
-        kept_indices=kept_indices,
-        kv_bytes_full=kv_bytes_full,
-        kv_bytes_kept=kv_bytes_kept,
-        lookahead_seconds=lookahead_seconds,
+    prefill = _compressed_prefill(
+        cache, first_logits, prompt_len, budget, kept_indices, len(look_ids), lookahead_seconds=lookahead_seconds
     )
     return prefill, text, look_ids
 
