@@ -39,16 +39,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_text(path: str | None) -> str:
+    """The text of the file ``path``, or of stdin when there is none (or it is "-")."""
+    if path and path != "-":
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    return sys.stdin.read()
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     """SpecPC: compress a context (file or stdin) for a query; prints the compressed text, stats on stderr."""
     from .engine import DraftApproxEngine
     from .engine.config import SpecPCConfig
 
-    if args.file and args.file != "-":
-        with open(args.file, encoding="utf-8") as fh:
-            context = fh.read()
-    else:
-        context = sys.stdin.read()
+    context = _read_text(args.file)
     if not context.strip():
         print("draftapprox compress: the context is empty (give a file or pipe text in)", file=sys.stderr)
         return 2
@@ -83,13 +87,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import DraftApproxEngine
     from .engine.config import SpecKVConfig
 
-    if args.prompt is not None:
-        prompt = args.prompt
-    elif args.file and args.file != "-":
-        with open(args.file, encoding="utf-8") as fh:
-            prompt = fh.read()
-    else:
-        prompt = sys.stdin.read()
+    prompt = args.prompt if args.prompt is not None else _read_text(args.file)
     if not prompt.strip():
         print("draftapprox generate: the prompt is empty (give it as an argument, with --file, or on stdin)", file=sys.stderr)
         return 2
