@@ -110,6 +110,8 @@ def test_construction_is_lazy_and_draft_only_engine_cannot_generate(tiny_model_f
     assert not engine.loaded
     with pytest.raises(EngineUsageError, match="draft-only"):
         engine.target
+    with pytest.raises(EngineUsageError, match="draft-only"):
+        engine.generate("Hello there", max_new_tokens=2)
     assert engine.draft.model.config._attn_implementation == ATTENTION_NAME
     assert engine.loaded
 
