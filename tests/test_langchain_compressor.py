@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import time
@@ -15,7 +14,7 @@ from langchain_core.retrievers import BaseRetriever
 from draftapprox_integrations.engine import SpecPCConfig
 from draftapprox_integrations.engine.errors import ConfigError, InvalidInputError
 from draftapprox_integrations.langchain import SpecPCCompressor
-from helpers_specpc import TINY, words
+from helpers_specpc import TINY, await_counting_ticks, words
 
 
 def _docs() -> list[Document]:
@@ -124,19 +123,7 @@ def test_budget_larger_than_input_passes_through(tiny_engine):
 async def test_acompress_does_not_block_the_event_loop(tiny_engine):
     c = SpecPCCompressor(engine=tiny_engine, budget=60, **TINY)
     docs = [Document(page_content=words(1500, 5))]
-    ticks = 0
-    done = False
-
-    async def ticker():
-        nonlocal ticks
-        while not done:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    task = asyncio.create_task(ticker())
-    out = await c.acompress_documents(docs, "Where is the lamp?")
-    done = True
-    await task
+    out, ticks = await await_counting_ticks(c.acompress_documents(docs, "Where is the lamp?"))
     assert out[0].metadata["original_tokens"] > 1000
     assert ticks >= 3  # the loop kept running while the draft worked
 

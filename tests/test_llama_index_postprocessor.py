@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 
@@ -13,7 +12,7 @@ from llama_index.core.schema import ImageNode, MetadataMode, NodeRelationship, N
 from draftapprox_integrations.engine import SpecPCConfig
 from draftapprox_integrations.engine.errors import ConfigError, InvalidInputError
 from draftapprox_integrations.llama_index import SpecPCNodePostprocessor
-from helpers_specpc import TINY, words
+from helpers_specpc import TINY, await_counting_ticks, words
 
 
 def _nodes() -> list[NodeWithScore]:
@@ -85,20 +84,8 @@ def test_bad_input(tiny_engine):
 
 async def test_async_postprocess(tiny_engine):
     p = SpecPCNodePostprocessor(engine=tiny_engine, budget=50, **TINY)
-    ticks = 0
-    done = False
-
-    async def ticker():
-        nonlocal ticks
-        while not done:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    task = asyncio.create_task(ticker())
     nodes = [NodeWithScore(node=TextNode(text=words(1500, 7), id_="long"), score=1.0)]
-    out = await p.apostprocess_nodes(nodes, query_str="Where is the lamp?")
-    done = True
-    await task
+    out, ticks = await await_counting_ticks(p.apostprocess_nodes(nodes, query_str="Where is the lamp?"))
     assert out[0].node.node_id == "long" and out[0].node.metadata["original_tokens"] > 1000
     assert ticks >= 3
 
