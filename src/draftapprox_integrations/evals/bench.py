@@ -24,14 +24,13 @@ import platform
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..engine.errors import ConfigError
-from .runner import MethodUnavailable, _call_engine
 
 logger = logging.getLogger(__name__)
 
@@ -210,19 +209,13 @@ def _stream_timed(engine, prompt: str, **kwargs) -> tuple[float, float, Any, int
     first_cpu = None
     stats = None
     chunks = 0
-    stream = getattr(engine, "stream", None)
-    if stream is None:
-        raise MethodUnavailable("engine has no stream() yet")
-    try:
-        for chunk in stream(prompt, **kwargs):
-            if first is None:
-                first = time.perf_counter() - started
-                first_cpu = time.process_time() - cpu_started
-            chunks += 1
-            if getattr(chunk, "stats", None) is not None:
-                stats = chunk.stats
-    except NotImplementedError as exc:
-        raise MethodUnavailable(str(exc)) from exc
+    for chunk in engine.stream(prompt, **kwargs):
+        if first is None:
+            first = time.perf_counter() - started
+            first_cpu = time.process_time() - cpu_started
+        chunks += 1
+        if chunk.stats is not None:
+            stats = chunk.stats
     total = time.perf_counter() - started
     if first is None:
         first, first_cpu = total, time.process_time() - cpu_started
@@ -250,7 +243,7 @@ def measure(engine, prompt: str, context: str, question: str, method: str, cfg: 
         started = time.perf_counter()
         cpu_started = time.process_time()
         if method == "specpc":
-            comp = _call_engine("compress", engine, context, question, budget=cfg.budget)
+            comp = engine.compress(context, question, budget=cfg.budget)
             compress_seconds = time.perf_counter() - started
             compress_cpu = time.process_time() - cpu_started
             extra.update(compressed_tokens=comp.compressed_tokens, original_tokens=comp.original_tokens)
@@ -341,14 +334,10 @@ def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
     tok = engine.target.tokenizer
     limit = min(engine.target.context_length, engine.draft.context_length)
     rows: list[dict[str, Any]] = []
-    unavailable: dict[str, str] = {}
     skipped_lengths = []
     # Warm-up: the first forwards pay one-off costs (allocator, kernels) that no row should carry.
     warm = make_sample("niah_single", 512, tok, seed=cfg.seed)
-    try:
-        _stream_timed(engine, warm.chat_prompt(tok), method="full", max_new_tokens=4, temperature=0.0, chat=False)
-    except MethodUnavailable as exc:
-        unavailable["full"] = str(exc)
+    _stream_timed(engine, warm.chat_prompt(tok), method="full", max_new_tokens=4, temperature=0.0, chat=False)
     for length in cfg.lengths:
         if length + cfg.max_new_tokens + 64 > limit:
             skipped_lengths.append(length)
@@ -357,23 +346,11 @@ def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
         sample = make_sample("niah_single", length, tok, seed=cfg.seed)
         prompt = sample.chat_prompt(tok)
         for method in cfg.methods:
-            if method in unavailable:
-                if progress:
-                    progress.update(cfg.repeats)
-                continue
             for rep in range(cfg.repeats):
                 if progress:
                     progress.set_postfix_str(f"{pair.label} {method} {length}")
                 try:
                     row = measure(engine, prompt, sample.context, sample.question, method, cfg, lambda c: sample.chat_prompt(tok, c))
-                except MethodUnavailable as exc:
-                    unavailable[method] = str(exc)
-                    msg = f"method {method!r} not available yet: {exc}"
-                    logger.warning(msg)
-                    if progress:
-                        progress.write(msg)
-                        progress.update(cfg.repeats - rep)
-                    break
                 except torch.OutOfMemoryError as exc:  # a length too long for this device: record and go on
                     row = {"method": method, "error": f"out of memory: {exc}"[:300]}
                 row.update(length=length, prompt_tokens_target=sample.length_tokens, repeat=rep)
@@ -394,7 +371,6 @@ def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
         "dtype": str(engine.dtype).replace("torch.", ""),
         "load_seconds": round(load_seconds, 2),
         "skipped_lengths": skipped_lengths,
-        "unavailable": unavailable,
         "rows": rows,
     }
     del engine
@@ -489,8 +465,6 @@ def summary_lines(written: dict[str, Any]) -> list[str]:
     for label, w in written.items():
         res = w["result"]
         lines.append(f"{label} [{res['weights']}] -> {w['json']}, {w['png']}")
-        for m, why in res["unavailable"].items():
-            lines.append(f"  method not available yet: {m} ({why})")
         for r in res["rows"]:
             if "error" in r:
                 lines.append(f"  {r['length']:>6} {r['method']:>10}: {r['error'][:80]}")

@@ -23,7 +23,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ class EvalReport:
     rows: list[dict[str, Any]]
     new_rows: int
     skipped_rows: int
-    unavailable: dict[str, str] = field(default_factory=dict)
     errors: int = 0
     results_path: str = ""
     table_path: str = ""
@@ -127,10 +126,6 @@ def load_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
-class MethodUnavailable(Exception):
-    """The engine does not offer this method yet."""
-
-
 def _model_label(engine, role: str) -> str:
     source = engine.draft_source if role == "draft" else engine.target_source
     if source is None:
@@ -143,18 +138,6 @@ def _model_label(engine, role: str) -> str:
 def _prompt(sample: Sample, tokenizer, style: str, context: str | None = None) -> str:
     use_chat = style == "chat" or (style == "auto" and bool(getattr(tokenizer, "chat_template", None)))
     return sample.chat_prompt(tokenizer, context) if use_chat else sample.prompt(context)
-
-
-def _call_engine(fn_name: str, engine, *args, **kwargs):
-    fn = getattr(engine, fn_name, None)
-    if fn is None:
-        raise MethodUnavailable(f"engine has no {fn_name}() yet")
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError as exc:
-        raise MethodUnavailable(f"{fn_name}() not implemented: {exc}") from exc
-    except AttributeError as exc:
-        raise MethodUnavailable(f"{fn_name}() failed with AttributeError (not landed yet?): {exc}") from exc
 
 
 def _stats_dict(result) -> dict[str, Any]:
@@ -177,7 +160,7 @@ def run_one(engine, sample: Sample, method: str, budget: int | None, cfg: EvalCo
         context = sample.context
         if method in PROMPT_METHODS:
             if method == "specpc":
-                comp = _call_engine("compress", engine, sample.context, sample.question, budget=budget)
+                comp = engine.compress(sample.context, sample.question, budget=budget)
                 out.update(
                     compressed_tokens=comp.compressed_tokens,
                     original_tokens=comp.original_tokens,
@@ -198,12 +181,12 @@ def run_one(engine, sample: Sample, method: str, budget: int | None, cfg: EvalCo
                 out.update(compressed_tokens=comp.compressed_tokens, original_tokens=comp.original_tokens, compress_seconds=comp.seconds)
                 context = comp.text
             out["answers_kept"] = sum(a.lower() in context.lower() for a in sample.answers) / len(sample.answers)
-        result = _call_engine("generate", engine, _prompt(sample, target_tok, cfg.prompt_style, context), method="full", **gen_kwargs)
+        result = engine.generate(_prompt(sample, target_tok, cfg.prompt_style, context), method="full", **gen_kwargs)
     else:
         kwargs = dict(gen_kwargs, method=method, budget=budget)
         if method == "speckv-pc":
             kwargs["prompt_budget"] = int(round(budget * cfg.pc_prompt_factor))
-        result = _call_engine("generate", engine, _prompt(sample, target_tok, cfg.prompt_style), **kwargs)
+        result = engine.generate(_prompt(sample, target_tok, cfg.prompt_style), **kwargs)
     out["seconds"] = round(time.perf_counter() - started, 4)
     out["prediction"] = result.text
     out["finish_reason"] = getattr(result, "finish_reason", None)
@@ -245,7 +228,6 @@ def run_eval(cfg: EvalConfig, engine=None) -> EvalReport:
     # Lengths are measured in the target's tokenizer: it is the model whose context they describe.
     samples = generate_samples(cfg.tasks, cfg.lengths, cfg.num_samples, engine.target.tokenizer, seed=cfg.seed)
     jobs = _jobs(cfg, samples)
-    unavailable: dict[str, str] = {}
     new_rows = skipped = errors = 0
     try:
         from tqdm.auto import tqdm
@@ -268,50 +250,39 @@ def run_eval(cfg: EvalConfig, engine=None) -> EvalReport:
                 bar.set_postfix_str(f"{method}@{budget or 'full'} {sample.task}")
             if row_key(row) in done:
                 skipped += 1
-            elif method in unavailable:
-                pass
             else:
                 try:
                     measured = run_one(engine, sample, method, budget, cfg)
                     row.update(status="ok", **measured)
-                except MethodUnavailable as exc:
-                    unavailable[method] = str(exc)
-                    msg = f"method {method!r} not available yet: {exc}"
-                    logger.warning(msg)
-                    if bar:
-                        bar.write(msg)
-                    row = None
                 except Exception as exc:  # noqa: BLE001 - one bad row must not end a long run; it is recorded
                     logger.exception("%s@%s on %s failed", method, budget, sample.id)
                     row.update(status="error", error=f"{type(exc).__name__}: {exc}", score=None)
                     errors += 1
-                if row is not None:
-                    row.update(
-                        sample_id=sample.id,
-                        answers=sample.answers,
-                        match=sample.match,
-                        length_tokens=sample.length_tokens,
-                        prompt_style=cfg.prompt_style,
-                        pc_prompt_factor=cfg.pc_prompt_factor if method == "speckv-pc" else None,
-                        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    )
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    fh.flush()
-                    new_rows += 1
+                row.update(
+                    sample_id=sample.id,
+                    answers=sample.answers,
+                    match=sample.match,
+                    length_tokens=sample.length_tokens,
+                    prompt_style=cfg.prompt_style,
+                    pc_prompt_factor=cfg.pc_prompt_factor if method == "speckv-pc" else None,
+                    time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                )
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+                new_rows += 1
             if bar:
                 bar.update(1)
     if bar:
         bar.close()
     rows = [r for r in load_rows(results_path) if r.get("draft") == draft_label and r.get("target") == target_label]
     table_path = out_dir / "results.md"
-    table_path.write_text(render_table(rows, unavailable=unavailable), encoding="utf-8")
+    table_path.write_text(render_table(rows), encoding="utf-8")
     plot_path = out_dir / "accuracy.png"
     plot_accuracy(rows, plot_path)
     return EvalReport(
         rows=rows,
         new_rows=new_rows,
         skipped_rows=skipped,
-        unavailable=unavailable,
         errors=errors,
         results_path=str(results_path),
         table_path=str(table_path),
@@ -343,7 +314,7 @@ def _method_order(m: str) -> int:
     return METHODS.index(m) if m in METHODS else len(METHODS)
 
 
-def render_table(rows: Sequence[dict[str, Any]], *, unavailable: dict[str, str] | None = None) -> str:
+def render_table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: per context length, one row per method and budget, accuracy (%) per task and the mean."""
     agg = aggregate(rows)
     if not agg:
@@ -380,9 +351,6 @@ def render_table(rows: Sequence[dict[str, Any]], *, unavailable: dict[str, str] 
             mean = f"{100 * sum(vals) / len(vals):.1f}" if vals else ""
             n = f"{min(ns)}" if ns else "0"
             lines.append(f"| {method} | {budget if budget is not None else 'full'} | " + " | ".join(cells) + f" | {mean} | {n} |")
-        lines.append("")
-    if unavailable:
-        lines.append("Methods not available yet in this run: " + "; ".join(f"`{m}` ({why})" for m, why in unavailable.items()))
         lines.append("")
     return "\n".join(lines) + body
 
@@ -431,7 +399,7 @@ def plot_accuracy(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> No
             if i == len(lengths) - 1:
                 ax.set_xlabel("budget (tokens)")
             ax.grid(alpha=0.3)
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
@@ -465,8 +433,6 @@ def summary_lines(report: EvalReport) -> list[str]:
         f"table:   {report.table_path}",
         f"plot:    {report.plot_path}",
     ]
-    for m, why in report.unavailable.items():
-        lines.append(f"method not available yet: {m} ({why})")
     agg = aggregate(report.rows)
     by_method: dict[tuple, list[float]] = defaultdict(list)
     for (length, _task, method, budget), v in agg.items():
