@@ -50,12 +50,6 @@ class DraftApproxEngine:
         self._lock = threading.RLock()
         self._draft: LoadedModel | None = None
         self._target: LoadedModel | None = None
-        self._same_model = (
-            self.draft_source is not None
-            and self.target_source is not None
-            and self.draft_source.name == self.target_source.name
-            and self.quantization is None
-        )
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -78,10 +72,7 @@ class DraftApproxEngine:
             raise EngineUsageError("this engine has no draft model; construct it with draft_model=...")
         with self._lock:
             if self._draft is None:
-                if self._same_model and self._target is not None:
-                    self._draft = self._target
-                else:
-                    self._draft = _load_shared(self.draft_source, device=self.device, dtype=self.dtype)
+                self._draft = _load_shared(self.draft_source, device=self.device, dtype=self.dtype)
             return self._draft
 
     @property
@@ -94,13 +85,10 @@ class DraftApproxEngine:
             )
         with self._lock:
             if self._target is None:
-                if self._same_model and self._draft is not None:
-                    # One model as its own draft: share the weights instead of loading them twice.
-                    self._target = self._draft
-                else:
-                    self._target = _load_shared(
-                        self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization
-                    )
+                # One model as its own draft (unquantised) gets the draft's copy from the shared registry.
+                self._target = _load_shared(
+                    self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization
+                )
             return self._target
 
     def load(self) -> DraftApproxEngine:
