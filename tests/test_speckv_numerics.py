@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
-from draftapprox_integrations.engine.speckv import encode_prompt, prefill_and_compress
+from draftapprox_integrations.engine.speckv import encode_prompt, prefill_and_compress, select_kept_indices
 
 PROMPT = (
     "Alice keeps the red key in the kitchen drawer. Bob hides the blue key under the mat. "
@@ -326,3 +326,27 @@ def test_self_draft_shares_one_prefill_and_matches_the_two_pass_computation(tiny
     # Through the public call: the same tokens as the two-pass path would decode, and the note says so.
     result = engine.generate(PROMPT, method="speckv", config=cfg.replace(lookahead_tokens=6), max_new_tokens=6)
     assert "self-draft" in result.stats.note and result.stats.lookahead_tokens == 6
+
+
+def test_paper_settings_and_digit_wide_default_kernel():
+    paper = SpecKVConfig.paper()
+    assert (paper.window_size, paper.kernel_size, paper.pooling, paper.reduction) == (32, 7, "max", "max")
+    assert SpecKVConfig.paper(budget=128).kernel_size == 7
+    assert SpecKVConfig().kernel_size == 15  # covers a 7-digit value either side of its best-scored digit
+    with pytest.raises(ConfigError):
+        SpecKVConfig.paper(kernel_size=8)
+
+
+def test_wider_kernel_keeps_a_whole_number_around_its_peak():
+    # One 7-key "number" at positions 10..16 whose attention peaks on its first digit: top-k keeps the whole
+    # run only when the kernel reaches from the peak to the far end of the run. (top-15: no ties at the cut.)
+    scores = torch.full((1, 1, 40), 0.01)
+    scores[0, 0, 10] = 1.0
+    scores[0, 0, 11:17] = torch.linspace(0.05, 0.02, 6)
+    scores[0, 0, 30] = 0.5  # a competing spike elsewhere
+    kept = {}
+    for k in (7, 15):
+        idx = select_kept_indices(scores, prompt_len=44, budget=4 + 15, window_size=4, kernel_size=k, pooling="max")
+        kept[k] = set(idx[0, 0].tolist())
+    assert set(range(10, 17)) <= kept[15]
+    assert not set(range(10, 17)) <= kept[7]
