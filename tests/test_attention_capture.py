@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from draftapprox_integrations.engine.hooks import ATTENTION_NAME, AttentionCapture, register_attention, window_attention
+from draftapprox_integrations.engine.capture import ATTENTION_NAME, AttentionCapture, register_attention, window_attention
 from draftapprox_integrations.engine.loading import LoadedModel, load_model, resolve_reference
 
 from conftest import GEMMA3, SMOLLM2

@@ -19,7 +19,7 @@ from draftapprox_integrations import (
 )
 from draftapprox_integrations.engine import loading
 from draftapprox_integrations.engine.errors import MissingEmbeddedModelError
-from draftapprox_integrations.engine.hooks import ATTENTION_NAME
+from draftapprox_integrations.engine.capture import ATTENTION_NAME
 
 from conftest import GEMMA3, SMOLLM2
 

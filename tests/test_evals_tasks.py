@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from draftapprox_integrations.engine.errors import ConfigError
-from draftapprox_integrations.engine.prompt_baselines import (
+from draftapprox_integrations.evals.baselines import (
     perplexity_token_drop,
     random_token_drop,
     spans_of_positions,

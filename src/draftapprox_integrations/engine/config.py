@@ -7,6 +7,54 @@ from typing import Any
 
 from .errors import ConfigError
 
+# The model every component uses when none is named: the embedded SmolLM2-135M-Instruct.
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class Method:
+    """One approximation method, as every layer sees it.
+
+    kind: "generation" methods answer through ``engine.generate(method=...)`` (they decide what the target's
+    KV cache keeps; ``full`` keeps everything); "prompt" methods shorten the prompt text first, and the target
+    then answers with full KV. needs_draft: the method runs the draft model. needs_prompt_budget: it takes a
+    ``prompt_budget`` (draft tokens of the prompt to keep) besides the KV ``budget``.
+    """
+
+    name: str
+    kind: str
+    needs_draft: bool
+    summary: str
+    needs_prompt_budget: bool = False
+
+
+# The one method table: the engine, the adapters, the CLI, the eval runner and the bench read it.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("full", "generation", False, "no compression: the reference"),
+        Method("speckv", "generation", True, "SnapKV scoring extended with the draft's approximate answer"),
+        Method("snapkv", "generation", False, "the last prompt queries score the prompt keys"),
+        Method("streamingllm", "generation", False, "attention sinks plus the most recent entries"),
+        Method("speckv-pc", "generation", True, "SpecPC cuts the prompt, then SpecKV cuts the KV", True),
+        Method("specpc", "prompt", True, "the draft's attention keeps the prompt tokens that matter"),
+        Method("random", "prompt", False, "uniformly random prompt tokens (seeded)"),
+        Method("perplexity", "prompt", True, "LLMLingua-style: the draft's least predictable tokens"),
+    )
+}
+GENERATION_METHODS = tuple(n for n, m in METHODS.items() if m.kind == "generation")
+PROMPT_METHODS = tuple(n for n, m in METHODS.items() if m.kind == "prompt")
+DRAFT_METHODS = tuple(n for n, m in METHODS.items() if m.needs_draft)
+
+
+def check_generation_method(method: str) -> Method:
+    """The table entry of a method ``engine.generate`` runs; ConfigError for any other name."""
+    spec = METHODS.get(method) if isinstance(method, str) else None
+    if spec is None or spec.kind != "generation":
+        raise ConfigError(f"unknown method {method!r}: use one of {', '.join(GENERATION_METHODS)}")
+    return spec
+
+
 _REDUCTIONS = ("max", "mean")
 _POOLINGS = ("max", "avg", "none")
 

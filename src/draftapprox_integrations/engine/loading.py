@@ -334,7 +334,7 @@ def load_model(
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .hooks import ATTENTION_NAME, attention_modules, register_attention
+    from .capture import ATTENTION_NAME, attention_modules, register_attention
 
     started = time.perf_counter()
     folder = converted_folder(source) if source.kind in ("embedded", "gguf") else source.location

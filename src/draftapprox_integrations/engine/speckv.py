@@ -32,8 +32,8 @@ import torch
 
 from .config import SpecKVConfig
 from .errors import ConfigError, ContextLengthError, EngineUsageError
-from .generation import DecodeStep, TokenSampler, check_sampling, check_stop, decode_tokens, eos_token_ids
-from .hooks import AttentionCapture
+from .decoding import DecodeStep, TokenSampler, check_sampling, check_stop, decode_tokens, eos_token_ids
+from .capture import AttentionCapture
 from .scoring import pool1d, reduce
 
 if TYPE_CHECKING:

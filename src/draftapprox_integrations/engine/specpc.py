@@ -414,7 +414,7 @@ def _score_prompt(
 ) -> tuple[torch.Tensor, list[int]]:
     """Run the draft on the prompt (+ lookahead) and return per-position scores [len(prompt_ids)] and the
     lookahead token ids (given or generated)."""
-    from .hooks import AttentionCapture
+    from .capture import AttentionCapture
 
     model = loaded.model
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)

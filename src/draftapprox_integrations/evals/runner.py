@@ -170,7 +170,7 @@ def run_one(engine, sample: Sample, method: str, budget: int | None, cfg: EvalCo
                 )
                 context = comp.text
             else:
-                from ..engine.prompt_baselines import perplexity_token_drop, random_token_drop
+                from .baselines import perplexity_token_drop, random_token_drop
 
                 with engine.lock:
                     draft = engine.draft

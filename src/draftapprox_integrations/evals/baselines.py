@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import ConfigError
+from ..engine.errors import ConfigError
 
 PROMPT_BASELINES = ("random", "perplexity")
 
