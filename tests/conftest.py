@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny random models (unit tests) and the real embedded models (integration tests)."""
+"""Shared fixtures: tiny random models (unit tests) and the real embedded models (integration tests).
+
+The folder is the marker: every test under tests/integration/ gets ``@pytest.mark.integration`` here, so
+``pytest -m "not integration"`` runs tests/unit/ only. Constants and helpers are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-SMOLLM2 = "smollm2-135m-instruct"
-GEMMA3 = "gemma-3-270m"
+from tests.helpers import SMOLLM2
+
+INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 _TINY_CONFIGS = {
     # GQA everywhere (4 query heads over 2 KV heads) so head grouping is exercised.
@@ -29,6 +34,13 @@ _TINY_CONFIGS = {
         query_pre_attn_scalar=16,
     ),
 }
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test collected from tests/integration/ as ``integration``."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION_DIR):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -6,39 +6,11 @@ import pytest
 import torch
 
 from draftapprox_integrations.engine.capture import ATTENTION_NAME, AttentionCapture, register_attention, window_attention
-from draftapprox_integrations.engine.loading import LoadedModel, load_model, resolve_reference
+from draftapprox_integrations.engine.loading import load_model, resolve_reference
 
-from conftest import GEMMA3, SMOLLM2
-
-WINDOW = 8
-TOLERANCE = 1e-4
-
-
-def _eager_twin(loaded: LoadedModel):
-    """The same weights, loaded again with eager attention, in float32."""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(
-        loaded.model.name_or_path, dtype=torch.float32, attn_implementation="eager", local_files_only=True
-    ).eval()
-
-
-def _max_capture_error(loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> float:
-    eager = _eager_twin(loaded)
-    with torch.no_grad():
-        reference = eager(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True).attentions
-        with AttentionCapture(loaded.model, WINDOW) as capture:
-            loaded.model(input_ids=input_ids, attention_mask=attention_mask)
-    assert sorted(capture.records) == list(range(len(reference)))
-    valid_queries = attention_mask[:, -WINDOW:].bool()  # padded query rows have no defined attention
-    worst = 0.0
-    for layer, eager_weights in enumerate(reference):
-        (captured,) = capture.records[layer]
-        expected = eager_weights[:, :, -WINDOW:, :].float()
-        assert captured.shape == expected.shape
-        diff = (captured - expected).abs().amax(dim=(1, 3))  # [batch, window]
-        worst = max(worst, diff[valid_queries].max().item())
-    return worst
+from tests.helpers import CAPTURE_TOLERANCE as TOLERANCE
+from tests.helpers import CAPTURE_WINDOW as WINDOW
+from tests.helpers import max_capture_error as _max_capture_error
 
 
 def _padded_batch(tokenizer, texts: list[str]):
@@ -73,16 +45,6 @@ def test_capture_respects_gemma_sliding_window(tiny_model_factory, smollm2_token
     full = capture.records[1][0]
     assert sliding[..., : length - 4 - 8 + 1].abs().max().item() == 0.0
     assert full[..., : length - 12].sum().item() > 0.0
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize("reference", [SMOLLM2, GEMMA3])
-def test_capture_matches_eager_on_embedded_models(reference, smollm2_tokenizer):
-    loaded = load_model(resolve_reference(reference), device=torch.device("cpu"), dtype=torch.float32)
-    texts = [" ".join(["Alpha beta gamma delta."] * 150), "The key is 42."]  # ~900 tokens: past Gemma's 512 window
-    batch = loaded.tokenizer(texts, return_tensors="pt", padding=True)
-    assert batch["input_ids"].shape[1] > 600
-    assert _max_capture_error(loaded, batch["input_ids"], batch["attention_mask"]) <= TOLERANCE
 
 
 def test_capture_during_cached_decode_matches_full_forward(tiny_model_factory, smollm2_tokenizer):

@@ -8,8 +8,6 @@ import pytest
 
 from draftapprox_integrations.engine import SpecKVConfig
 
-pytestmark = pytest.mark.integration
-
 FILLER = (
     "The harbour office opens at eight and closes at five. Ferries leave every hour in summer and every two "
     "hours in winter. The lighthouse was painted white and red in the spring. "

@@ -21,7 +21,7 @@ from draftapprox_integrations.engine import loading
 from draftapprox_integrations.engine.errors import MissingEmbeddedModelError
 from draftapprox_integrations.engine.capture import ATTENTION_NAME
 
-from conftest import GEMMA3, SMOLLM2
+from tests.helpers import GEMMA3, SMOLLM2
 
 
 def test_public_imports():
@@ -158,28 +158,3 @@ def test_concurrent_first_use_loads_once(tiny_model_factory):
 def test_impossible_configs_are_rejected(factory, kwargs):
     with pytest.raises(ConfigError):
         factory(**kwargs)
-
-
-@pytest.mark.integration
-def test_gguf_is_converted_once_then_loaded_from_the_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv(loading.CACHE_ENV_VAR, str(tmp_path))
-    source = loading.resolve_reference(SMOLLM2)
-    folder = loading.converted_folder(source)
-    assert folder.parent.parent == tmp_path
-    assert (folder / "draftapprox.json").is_file() and list(folder.glob("*.safetensors"))
-    stamp = (folder / "draftapprox.json").stat().st_mtime_ns
-    assert loading.converted_folder(source) == folder
-    assert (folder / "draftapprox.json").stat().st_mtime_ns == stamp  # not converted again
-    loaded = loading.load_model(source, device=torch.device("cpu"), dtype=torch.float32)
-    assert loaded.model.config.model_type == "llama" and loaded.has_chat_template
-    assert loaded.context_length == 8192
-
-
-@pytest.mark.integration
-def test_target_quantised_to_4bit_on_cpu_still_answers():
-    engine = DraftApproxEngine(None, SMOLLM2, device="cpu", quantization="4bit")
-    target = engine.target
-    assert any("Linear4bit" in type(m).__name__ for m in target.model.modules())
-    ids = target.tokenizer("The capital of France is", return_tensors="pt")
-    out = target.model.generate(**ids, max_new_tokens=3, do_sample=False)
-    assert out.shape[1] == ids["input_ids"].shape[1] + 3

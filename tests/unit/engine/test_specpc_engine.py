@@ -1,29 +1,19 @@
-"""SpecPC through the engine: tiny random drafts for the mechanics, the embedded SmolLM2 for quality."""
+"""SpecPC through the engine on tiny random drafts: budgets, spans, chunking, errors, the CLI.
+
+The quality checks on the embedded SmolLM2 are in tests/integration/engine/test_specpc_engine_embedded.py.
+"""
 
 from __future__ import annotations
-
-import random
 
 import pytest
 import torch
 
 from draftapprox_integrations.engine import SpecPCConfig
-from draftapprox_integrations.engine.alignment import render_spans, tokenize_with_offsets
+from draftapprox_integrations.engine.alignment import tokenize_with_offsets
 from draftapprox_integrations.engine.errors import ConfigError, ContextLengthError, InvalidInputError
-from helpers_specpc import TINY, words
 
-
-def _check_spans(text: str, doc, separator: str) -> None:
-    spans = doc.spans
-    assert all(0 <= a < b <= len(text) for a, b in spans)
-    assert all(spans[i][1] < spans[i + 1][0] for i in range(len(spans) - 1)), "spans sorted and disjoint"
-    for a, b in spans:
-        piece = text[a:b]
-        assert piece == piece.strip(), "spans are trimmed"
-        # Snapped to words: no span starts or ends inside a word.
-        assert a == 0 or text[a - 1].isspace() or not text[a].isalnum() or not text[a - 1].isalnum()
-        assert b == len(text) or text[b].isspace() or not text[b].isalnum() or not text[b - 1].isalnum()
-    assert doc.text == render_spans(text, spans, separator)
+from tests.helpers import TINY, words
+from tests.helpers import check_spans as _check_spans
 
 
 # -- mechanics on a tiny random draft ----------------------------------------------------------------
@@ -150,62 +140,6 @@ def test_bad_inputs(tiny_engine):
         tiny_engine.compress("text", "   ", budget=5)
     with pytest.raises(ConfigError, match="starting_layer_index"):
         tiny_engine.compress(words(100, 12), "q?", budget=5, starting_layer_index=8)
-
-
-# -- the embedded SmolLM2 draft ----------------------------------------------------------------------
-
-NEEDLE = "The secret access code of the Corvin Bay station is 4829-ALPHA."
-QUESTION = "What is the secret access code of the Corvin Bay station?"
-
-
-def _haystack(n_sentences: int, seed: int) -> str:
-    rng = random.Random(seed)
-    subjects = ["The gardener", "An old sailor", "The baker", "The mayor", "A quiet student", "The painter"]
-    verbs = ["repaired", "painted", "carried", "described", "measured", "cleaned"]
-    objects = ["the wooden gate", "a basket of pears", "the copper kettle", "an old map", "the garden wall"]
-    places = ["near the harbour", "behind the mill", "by the river", "in the market square", "under the old oak"]
-    return [f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} {rng.choice(places)}." for _ in range(n_sentences)]
-
-
-@pytest.fixture(scope="module")
-def smollm2_draft_engine():
-    from draftapprox_integrations import get_engine
-
-    return get_engine("smollm2-135m-instruct", None, device="cpu").load()
-
-
-@pytest.mark.integration
-def test_needle_survives_10_percent_of_a_2k_haystack(smollm2_draft_engine):
-    sentences = _haystack(200, 0)
-    sentences.insert(117, NEEDLE)
-    text = " ".join(sentences)
-    result = smollm2_draft_engine.compress(text, QUESTION, rate=0.1)
-    assert 1800 <= result.original_tokens <= 2600
-    assert result.selected_tokens == round(0.1 * result.original_tokens)
-    assert NEEDLE in result.text
-    assert result.compressed_tokens <= 0.12 * result.original_tokens
-    _check_spans(text, result.documents[0], " … ")
-
-
-@pytest.mark.integration
-def test_budget_goes_to_the_document_with_the_answer(smollm2_draft_engine):
-    docs = [" ".join(_haystack(60, s)) for s in (1, 2, 3)]
-    docs[2] = docs[2][: len(docs[2]) // 2] + " " + NEEDLE + " " + docs[2][len(docs[2]) // 2 :]
-    result = smollm2_draft_engine.compress(docs, QUESTION, rate=0.1, whole_sentences=True)
-    assert NEEDLE in result.documents[2].text
-    assert max(result.documents, key=lambda d: d.relevance).index == 2
-    assert result.documents[2].selected_tokens > max(result.documents[0].selected_tokens, result.documents[1].selected_tokens)
-
-
-@pytest.mark.integration
-def test_needle_survives_chunked_scoring(smollm2_draft_engine):
-    sentences = _haystack(200, 4)
-    sentences.insert(150, NEEDLE)
-    text = " ".join(sentences)
-    result = smollm2_draft_engine.compress(text, QUESTION, rate=0.1, max_prompt_tokens=700)
-    assert result.chunks >= 3
-    assert result.selected_tokens == round(0.1 * result.original_tokens)
-    assert NEEDLE in result.text
 
 
 def test_compress_cli(tiny_model_factory, tmp_path, capsys):
