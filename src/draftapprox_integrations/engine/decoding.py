@@ -10,29 +10,12 @@ streaming, so a streamed answer never shows a stop sequence that the final answe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .errors import ConfigError
-
-
-def eos_token_ids(loaded_model) -> set[int]:
-    """Every token id that ends generation for this model: tokenizer EOS plus the generation config's list."""
-    ids: set[int] = set()
-    candidates = [getattr(loaded_model.tokenizer, "eos_token_id", None)]
-    for cfg in (getattr(loaded_model.model, "generation_config", None), loaded_model.model.config):
-        if cfg is not None:
-            candidates.append(getattr(cfg, "eos_token_id", None))
-    for value in candidates:
-        if value is None:
-            continue
-        if isinstance(value, int):
-            ids.add(value)
-        else:
-            ids.update(int(v) for v in value)
-    return ids
 
 
 def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
@@ -168,12 +151,15 @@ def decode_tokens(
     sampler: TokenSampler,
     eos_ids: set[int],
     stop: Sequence[str] = (),
+    before_feed: Callable[[int], None] | None = None,
 ) -> Iterator[DecodeStep]:
     """Sample up to ``max_new_tokens`` tokens, starting from the logits of the last prompt token.
 
     ``cache`` holds the (possibly compressed) prompt KV; ``next_position`` is the true position of the
     first new token (the prompt length), used as ``position_ids`` whatever the cache length is. EOS is not
     part of the answer. The last step carries ``finish_reason``: "eos", "stop" or "length".
+    ``before_feed(n)`` runs before the forward that feeds the n-th sampled token (1-based), so a caller that
+    captures attention knows which step it is looking at.
     """
     tracker = StopTextTracker(tokenizer, stop)
     device = first_logits.device
@@ -192,6 +178,8 @@ def decode_tokens(
             yield DecodeStep(token, delta + tracker.flush(), "length")
             return
         yield DecodeStep(token, delta)
+        if before_feed is not None:
+            before_feed(step + 1)
         out = model(
             input_ids=torch.tensor([[token]], device=device),
             position_ids=torch.tensor([[position]], device=device),
@@ -201,3 +189,71 @@ def decode_tokens(
         )
         logits = out.logits[0, -1]
         position += 1
+
+
+def new_cache(model):
+    """An empty KV cache laid out for ``model`` (sliding-window layers included)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+@dataclass
+class Lookahead:
+    """A greedy continuation: its text (stop sequence trimmed), token ids, and why it ended."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+
+
+@torch.no_grad()
+def greedy_lookahead(
+    model,
+    tokenizer,
+    cache,
+    first_logits: torch.Tensor,
+    next_position: int,
+    *,
+    max_tokens: int,
+    eos_ids: set[int],
+    stop: Sequence[str] = (),
+    feed_last: bool = True,
+    before_feed: Callable[[int], None] | None = None,
+) -> Lookahead:
+    """The greedy answer that continues ``cache``: the draft's lookahead in SpecPC and SpecKV.
+
+    With ``feed_last`` every kept token is fed through the model, the last one too (decode_tokens never
+    feeds its last sample), so each lookahead token's attention is seen by an active capture and its KV sits
+    in ``cache``. EOS ends the lookahead and is neither kept nor fed.
+    """
+    if max_tokens <= 0:
+        return Lookahead("", [], "length")
+    text, ids, finish, fed = "", [], "length", 0
+
+    def count_feed(n: int) -> None:
+        nonlocal fed
+        fed = n
+        if before_feed is not None:
+            before_feed(n)
+
+    steps = decode_tokens(
+        model, tokenizer, cache, first_logits, next_position,
+        max_new_tokens=max_tokens, sampler=TokenSampler(0.0), eos_ids=eos_ids, stop=stop, before_feed=count_feed,
+    )
+    for step in steps:
+        text += step.text
+        if step.token_id is not None:
+            ids.append(step.token_id)
+        if step.finish_reason:
+            finish = step.finish_reason
+    if feed_last and len(ids) > fed:
+        count_feed(len(ids))
+        model(
+            input_ids=torch.tensor([[ids[-1]]], device=first_logits.device),
+            position_ids=torch.tensor([[next_position + len(ids) - 1]], device=first_logits.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    return Lookahead(text, ids, finish)

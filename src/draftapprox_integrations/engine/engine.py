@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
+from . import specpc, speckv
+from .config import DEFAULT_MODEL, METHODS, SpecKVConfig, SpecPCConfig
 from .errors import EngineUsageError
 from .loading import (
     LoadedModel,
@@ -27,13 +30,15 @@ class DraftApproxEngine:
     loaded on first use. ``target_model=None`` gives a draft-only engine (enough for SpecPC compression).
     ``quantization`` ("4bit"/"8bit", bitsandbytes) applies to the target; the draft stays in ``dtype``.
 
-    All model work runs under one re-entrant lock: the attention capture and the KV cache surgery are
-    per-call state on shared modules, and on a CPU two concurrent forwards only compete for the same cores.
+    All model work runs under one re-entrant lock, taken once per call here and nowhere below: the
+    attention capture and the KV cache surgery are per-call state on shared modules, and on a CPU two
+    concurrent forwards only compete for the same cores. The methods below this facade take loaded models
+    and a validated request; every argument is checked before any weight is loaded.
     """
 
     def __init__(
         self,
-        draft_model: str | None = "smollm2-135m-instruct",
+        draft_model: str | None = DEFAULT_MODEL,
         target_model: str | None = None,
         *,
         device: str | torch.device | None = "auto",
@@ -107,29 +112,120 @@ class DraftApproxEngine:
         """True when draft and target share a vocabulary, so token ids can pass between them unchanged."""
         if not (self.has_draft and self.has_target):
             return False
-        a, b = self.draft.tokenizer, self.target.tokenizer
-        return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
+        from .prompts import same_vocabulary
 
-    def compress(self, context, query=None, *, budget=None, rate=None, config=None, **options):
-        """SpecPC prompt compression with the draft; see :func:`draftapprox_integrations.engine.specpc.compress`."""
-        from .specpc import compress
+        return same_vocabulary(self.draft, self.target)
 
+    # -- SpecPC -----------------------------------------------------------------------------------
+
+    def compress(
+        self,
+        context: str | Sequence[str],
+        query: str | None = None,
+        *,
+        budget: int | None = None,
+        rate: float | None = None,
+        config: SpecPCConfig | None = None,
+        separator: str = specpc.DEFAULT_SEPARATOR,
+        whole_sentences: bool = False,
+        lookahead_text: str | None = None,
+        max_prompt_tokens: int | None = None,
+        return_scores: bool = False,
+        **config_overrides: Any,
+    ) -> specpc.CompressionResult:
+        """SpecPC: keep ``budget`` draft tokens (or the fraction ``rate``) of ``context`` that the draft attends
+        to when it reads ``query``.
+
+        context: one text or a sequence of documents; query: the question, or None to compress a plain
+        prompt (its tail is then the observation window and is always kept). Exactly one of budget / rate.
+        config: a SpecPCConfig; its field names may also be passed as keywords (``window_size=32``).
+        separator: marks elided text; whole_sentences: grow kept spans to whole sentences; lookahead_text:
+        score with this answer instead of letting the draft write one; max_prompt_tokens: cap on one draft
+        prompt (longer inputs are scored in chunks); return_scores: keep the per-token scores.
+        Every argument is checked before the draft loads; only the draft's forwards run under the lock.
+        """
+        request = specpc.prepare(
+            context, query, budget=budget, rate=rate, config=config, separator=separator,
+            whole_sentences=whole_sentences, lookahead_text=lookahead_text, max_prompt_tokens=max_prompt_tokens,
+            return_scores=return_scores, **config_overrides,
+        )
         with self._lock:
-            return compress(self, context, query, budget=budget, rate=rate, config=config, **options)
+            scored = specpc.score_request(self.draft, request)
+        return specpc.finish(request, scored)
 
     # -- SpecKV ---------------------------------------------------------------------------------
 
-    def generate(self, prompt, **kwargs: Any):
-        """Generate with the target, its KV compressed by ``method`` (see :mod:`.speckv`). -> GenerationResult"""
-        from .speckv import generate
+    def generate(
+        self,
+        prompt: str | Sequence[dict[str, str]],
+        *,
+        method: str = "speckv",
+        budget: int | None = None,
+        config: SpecKVConfig | None = None,
+        prompt_budget: int | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+        chat: bool | None = None,
+        specpc_config: SpecPCConfig | None = None,
+    ) -> speckv.GenerationResult:
+        """Answer ``prompt`` with the target, its prompt KV cut to ``budget`` entries per layer and KV head.
 
-        return generate(self, prompt, **kwargs)
+        prompt: text, or a list of {"role", "content"} messages (rendered with the target's chat template;
+        chat=True wraps a text in one user message, chat=False renders messages as a plain transcript).
+        method: speckv | snapkv | streamingllm | full | speckv-pc. budget / config: the SpecKVConfig (budget
+        overrides config.budget). prompt_budget / specpc_config: speckv-pc's SpecPC cut, in draft tokens.
+        max_new_tokens, temperature (0: greedy), top_p, stop (strings, trimmed from the answer), seed.
+        Every argument is checked before any weight loads; raises ConfigError, EngineUsageError or
+        ContextLengthError.
+        """
+        plan = speckv.check_generation(
+            prompt, method=method, budget=budget, config=config, prompt_budget=prompt_budget,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed, chat=chat,
+            specpc_config=specpc_config, has_draft=self.has_draft,
+        )
+        with self._lock:
+            plan = speckv.tokenize_plan(plan, self.target)
+            return speckv.generate(plan, self.target, self._draft_for(plan.method))
 
-    def stream(self, prompt, **kwargs: Any):
-        """Like :meth:`generate`, as an iterator of StreamChunk deltas (validated before the first chunk)."""
-        from .speckv import stream
+    def stream(
+        self,
+        prompt: str | Sequence[dict[str, str]],
+        *,
+        method: str = "speckv",
+        budget: int | None = None,
+        config: SpecKVConfig | None = None,
+        prompt_budget: int | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+        chat: bool | None = None,
+        specpc_config: SpecPCConfig | None = None,
+    ) -> Iterator[speckv.StreamChunk]:
+        """Like :meth:`generate` (same arguments), as an iterator of text deltas; the last chunk carries the
+        stats and the finish reason. Arguments and the prompt's length are checked now, before the first chunk.
 
-        return stream(self, prompt, **kwargs)
+        The engine lock is held while the iterator runs, from its first chunk to its last (or to ``close()``).
+        """
+        plan = speckv.check_generation(
+            prompt, method=method, budget=budget, config=config, prompt_budget=prompt_budget,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed, chat=chat,
+            specpc_config=specpc_config, has_draft=self.has_draft,
+        )
+        plan = speckv.tokenize_plan(plan, self.target)
+        return self._locked_stream(plan)
+
+    def _locked_stream(self, plan: speckv.GenerationPlan) -> Iterator[speckv.StreamChunk]:
+        with self._lock:
+            yield from speckv.run_generation(plan, self.target, self._draft_for(plan.method))
+
+    def _draft_for(self, method: str):
+        """The loaded draft when ``method`` runs one (loading it now), else None."""
+        return self.draft if METHODS[method].needs_draft else None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -174,7 +270,7 @@ _engines_lock = threading.Lock()
 
 
 def get_engine(
-    draft_model: str | None = "smollm2-135m-instruct",
+    draft_model: str | None = DEFAULT_MODEL,
     target_model: str | None = None,
     *,
     device: str | torch.device | None = "auto",

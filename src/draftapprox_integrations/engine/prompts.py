@@ -1,0 +1,83 @@
+"""A prompt -> token ids for one model: messages or text, its chat template or a plain transcript, EOS ids.
+
+Both methods read prompts through here, so the draft and the target render the same messages the same way
+(each with its own template), and "does this token end the answer" has one answer per model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .loading import LoadedModel
+
+Prompt = str | Sequence[dict[str, str]]
+Messages = list[dict[str, str]]
+
+
+def normalize_messages(prompt: Prompt, chat: bool | None) -> tuple[Messages | None, str | None]:
+    """(messages, None) for a chat prompt, (None, text) for a plain one; raises ConfigError on empty input."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise ConfigError("the prompt is empty: pass some text (or a non-empty list of messages)")
+        if chat:
+            return [{"role": "user", "content": prompt}], None
+        return None, prompt
+    if isinstance(prompt, (list, tuple)):
+        if not prompt:
+            raise ConfigError("the prompt is an empty list of messages")
+        messages = []
+        for m in prompt:
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise ConfigError(f"each message must be a dict with string 'role' and 'content', got {m!r}")
+            messages.append({"role": m["role"], "content": m["content"]})
+        if not any(m["content"].strip() for m in messages):
+            raise ConfigError("every message of the prompt is empty")
+        if chat is False:
+            return None, transcript(messages)
+        return messages, None
+    raise ConfigError(f"prompt must be a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")
+
+
+def transcript(messages: Sequence[dict[str, str]]) -> str:
+    """A plain "Role: content" transcript ending "Assistant:", for base models without a chat template."""
+    lines = [f"{m['role'].strip().capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(lines) + "\n\nAssistant:"
+
+
+def encode_prompt(loaded: LoadedModel, messages: Messages | None, text: str | None) -> list[int]:
+    """Token ids of the prompt for one model: its chat template when it has one, else a transcript."""
+    tok = loaded.tokenizer
+    if messages is not None and loaded.has_chat_template:
+        rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # Templates write their own BOS where the model wants one.
+        return list(tok(rendered, add_special_tokens=False)["input_ids"])
+    if messages is not None:
+        text = transcript(messages)
+    return list(tok(text, add_special_tokens=True)["input_ids"])
+
+
+def eos_token_ids(loaded: LoadedModel) -> set[int]:
+    """Every token id that ends generation for this model: tokenizer EOS plus the generation config's list."""
+    ids: set[int] = set()
+    candidates = [getattr(loaded.tokenizer, "eos_token_id", None)]
+    for cfg in (getattr(loaded.model, "generation_config", None), loaded.model.config):
+        if cfg is not None:
+            candidates.append(getattr(cfg, "eos_token_id", None))
+    for value in candidates:
+        if value is None:
+            continue
+        if isinstance(value, int):
+            ids.add(value)
+        else:
+            ids.update(int(v) for v in value)
+    return ids
+
+
+def same_vocabulary(a: LoadedModel, b: LoadedModel) -> bool:
+    """True when two models share a vocabulary, so token ids can pass between them unchanged."""
+    ta, tb = a.tokenizer, b.tokenizer
+    return ta is tb or (len(ta) == len(tb) and ta.get_vocab() == tb.get_vocab())

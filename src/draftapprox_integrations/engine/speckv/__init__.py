@@ -1,0 +1,39 @@
+"""SpecKV: the draft's approximate answer decides which prompt KV entries the target keeps (arXiv 2506.08373).
+
+Modules, in call order: ``plan`` (check a request, tokenise it for the target), ``generate`` (lookahead,
+prefill, decode), ``lookahead`` (the draft's answer, the SpecKV-PC cut), ``prefill`` (capture -> select ->
+cut), ``selection`` (pure key scoring and top-k), ``cache`` (recording cache and KV surgery), ``results``.
+"""
+
+from ..config import GENERATION_METHODS as METHODS
+from ..prompts import encode_prompt, normalize_messages, transcript
+from .cache import CompressedPrefill, compress_cache
+from .generate import generate, run_generation
+from .lookahead import draft_answer
+from .plan import GenerationPlan, check_generation, tokenize_plan
+from .prefill import prefill_and_compress, self_draft_prefill
+from .results import GenerationResult, GenerationStats, StreamChunk
+from .selection import observation_key_scores, select_kept_indices, streaming_indices
+
+__all__ = [
+    "METHODS",
+    "CompressedPrefill",
+    "GenerationPlan",
+    "GenerationResult",
+    "GenerationStats",
+    "StreamChunk",
+    "check_generation",
+    "compress_cache",
+    "draft_answer",
+    "encode_prompt",
+    "generate",
+    "normalize_messages",
+    "observation_key_scores",
+    "prefill_and_compress",
+    "run_generation",
+    "select_kept_indices",
+    "self_draft_prefill",
+    "streaming_indices",
+    "tokenize_plan",
+    "transcript",
+]

@@ -1,0 +1,180 @@
+"""One SpecKV generation, top to bottom: lookahead (and the SpecKV-PC cut), prefill, decode.
+
+``run_generation(plan, target, draft)`` takes loaded models and a tokenised plan; the caller (the engine)
+picks the models and holds their lock. Methods:
+
+* ``full``: no compression (the reference).
+* ``snapkv``: the last ``window_size`` prompt queries score the prompt keys; per layer and KV head the top
+  ``budget - window_size`` keys are kept plus the window.
+* ``speckv``: SnapKV whose observation queries also include the draft's lookahead (its greedy guess of the
+  answer). The target prefills prompt + lookahead in one forward; the lookahead's own KV is dropped.
+* ``streamingllm``: ``sink_tokens`` first entries + the most recent ones (no scoring).
+* ``speckv-pc``: the draft's answer first drives SpecPC to cut the prompt to ``prompt_budget`` draft
+  tokens, then SpecKV compresses the target's KV with the same lookahead.
+
+After compression new tokens keep their true positions (prompt length + t): the decode loop passes
+``position_ids`` explicitly. On hybrid models (Gemma-3) only full-attention layers are compressed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..config import METHODS
+from ..decoding import TokenSampler, decode_tokens
+from ..prompts import encode_prompt, eos_token_ids
+from .cache import CompressedPrefill, full_bytes_uncut
+from .lookahead import draft_answer, lookahead_for_target, specpc_cut
+from .plan import GenerationPlan
+from .prefill import prefill_and_compress, self_draft_prefill
+from .results import GenerationResult, GenerationStats, StreamChunk
+
+
+@dataclass
+class _Run:
+    """The state one generation accumulates on its way down."""
+
+    plan: GenerationPlan
+    target: object
+    draft: object
+    stats: GenerationStats
+    method: str  # the plan's method, or "full" when the budget holds the whole prompt
+    prompt_ids: list[int]
+    started: float
+    notes: list[str] = field(default_factory=list)
+    lookahead_ids: list[int] = field(default_factory=list)
+
+
+def run_generation(plan: GenerationPlan, target, draft=None) -> Iterator[StreamChunk]:
+    """Text deltas of the answer; the last chunk carries the stats and the finish reason."""
+    run = _start(plan, target, draft)
+    prefill = _lookahead(run) if METHODS[run.method].needs_draft else None
+    if prefill is None:
+        prefill = _prefill(run)
+    _record_prefill(run, prefill)
+    yield from _decode(run, prefill)
+
+
+def generate(plan: GenerationPlan, target, draft=None) -> GenerationResult:
+    """The whole answer of :func:`run_generation` at once."""
+    text, ids, finish, stats = "", [], "length", None
+    for chunk in run_generation(plan, target, draft):
+        text += chunk.text
+        if chunk.token_id is not None:
+            ids.append(chunk.token_id)
+        if chunk.stats is not None:
+            stats, finish = chunk.stats, chunk.finish_reason or finish
+    assert stats is not None
+    return GenerationResult(text=text, token_ids=ids, finish_reason=finish, stats=stats)
+
+
+def _start(plan: GenerationPlan, target, draft) -> _Run:
+    cfg = plan.config
+    run = _Run(
+        plan, target, draft,
+        stats=GenerationStats(method=plan.method, prompt_tokens=len(plan.prompt_ids), budget=cfg.budget),
+        method=plan.method, prompt_ids=list(plan.prompt_ids), started=time.perf_counter(), notes=list(plan.notes),
+    )
+    if plan.method != "full" and cfg.budget >= len(plan.prompt_ids):
+        run.notes.append(f"budget {cfg.budget} >= prompt length {len(plan.prompt_ids)}: nothing to drop, full KV used")
+        run.method = "full"
+        run.stats.fell_back_to_full = True
+    return run
+
+
+def _lookahead(run: _Run) -> CompressedPrefill | None:
+    """The draft's answer (and, for speckv-pc, the cut prompt). Returns the prefill when one model is its own
+    draft: its prefill and lookahead then serve as the target's prefill too."""
+    plan, draft, target, stats = run.plan, run.draft, run.target, run.stats
+    started = time.perf_counter()
+    n_look = plan.config.lookahead_tokens if plan.config.lookahead_tokens is not None else plan.max_new_tokens
+    draft_ids = encode_prompt(draft, plan.messages, plan.text)
+    fits = len(draft_ids) + n_look <= draft.context_length
+    prefill = None
+    if run.method == "speckv" and draft is target and draft_ids == run.prompt_ids and fits:
+        prefill, text, run.lookahead_ids = self_draft_prefill(target, run.prompt_ids, n_look, config=plan.config, stop=plan.stop)
+        stats.draft_seconds = prefill.lookahead_seconds
+        run.notes.append("self-draft: one prefill served the draft and the target")
+    else:
+        text, ids = "", []
+        if fits:
+            text, ids, _ = draft_answer(draft, draft_ids, n_look, plan.stop)
+        else:
+            run.notes.append(
+                f"prompt ({len(draft_ids)} draft tokens) too long for the draft's context "
+                f"({draft.context_length}): no lookahead, SnapKV behaviour"
+            )
+        if run.method == "speckv-pc":
+            _cascade(run, text)
+        stats.draft_seconds = time.perf_counter() - started
+        room = target.context_length - len(run.prompt_ids)
+        run.lookahead_ids = lookahead_for_target(draft, target, text, ids)[:room]
+    if not run.lookahead_ids:
+        run.notes.append("the draft's answer is empty (EOS at once): SnapKV behaviour")
+    stats.lookahead_text = text
+    stats.lookahead_tokens = len(run.lookahead_ids)
+    return prefill
+
+
+def _cascade(run: _Run, lookahead_text: str) -> None:
+    """SpecKV-PC: SpecPC (with the draft's answer) cuts the prompt before the target sees it."""
+    if run.plan.prompt_budget < len(run.prompt_ids):
+        messages, text, note = specpc_cut(run.plan, run.draft, lookahead_text)
+        run.notes.append(note)
+        run.prompt_ids = encode_prompt(run.target, messages, text)
+    else:
+        run.notes.append("prompt_budget >= prompt length: SpecPC skipped")
+    run.stats.compressed_prompt_tokens = len(run.prompt_ids)
+
+
+def _prefill(run: _Run) -> CompressedPrefill:
+    cfg = run.plan.config
+    method = "speckv" if METHODS[run.method].needs_draft else run.method
+    if method != "full" and cfg.budget >= len(run.prompt_ids):
+        run.notes.append(f"budget {cfg.budget} >= the cut prompt's {len(run.prompt_ids)} tokens: full KV of the cut prompt")
+    return prefill_and_compress(run.target, run.prompt_ids, run.lookahead_ids, method=method, config=cfg)
+
+
+def _record_prefill(run: _Run, prefill: CompressedPrefill) -> None:
+    stats = run.stats
+    stats.kv_entries_full = stats.prompt_tokens
+    stats.kv_entries_kept = prefill.kept_entries
+    stats.kv_bytes_full = prefill.kv_bytes_full
+    if stats.compressed_prompt_tokens is not None and stats.prompt_tokens:
+        # The full reference is the uncut prompt: scale the per-entry bytes of full-attention layers.
+        stats.kv_bytes_full = full_bytes_uncut(prefill, stats.prompt_tokens)
+    stats.kv_bytes_kept = prefill.kv_bytes_kept
+    stats.prefill_seconds = time.perf_counter() - run.started
+
+
+def _decode(run: _Run, prefill: CompressedPrefill) -> Iterator[StreamChunk]:
+    plan, stats, target = run.plan, run.stats, run.target
+    first_token_at = time.perf_counter()
+    completion = 0
+    steps = decode_tokens(
+        target.model,
+        target.tokenizer,
+        prefill.cache,
+        prefill.first_logits,
+        prefill.prompt_len,
+        max_new_tokens=plan.max_new_tokens,
+        sampler=TokenSampler(plan.temperature, plan.top_p, plan.seed),
+        eos_ids=eos_token_ids(target),
+        stop=plan.stop,
+    )
+    for step in steps:
+        if step.token_id is not None:
+            completion += 1
+        if step.finish_reason is None:
+            yield StreamChunk(text=step.text, token_id=step.token_id)
+            continue
+        ended = time.perf_counter()
+        stats.completion_tokens = completion
+        stats.decode_seconds = ended - first_token_at
+        stats.total_seconds = ended - run.started
+        if plan.stop and step.finish_reason != "stop":
+            run.notes.append("no stop sequence appeared")
+        stats.note = "; ".join(run.notes)
+        yield StreamChunk(text=step.text, token_id=step.token_id, stats=stats, finish_reason=step.finish_reason)

@@ -1,0 +1,64 @@
+"""The draft's side of SpecKV: its approximate answer, that answer in target tokens, and the SpecKV-PC cut."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .. import specpc
+from ..decoding import greedy_lookahead, new_cache
+from ..prompts import Messages, eos_token_ids, same_vocabulary
+from .plan import GenerationPlan
+
+
+@torch.no_grad()
+def draft_answer(draft, prompt_ids: Sequence[int], max_tokens: int, stop: Sequence[str] = ()) -> tuple[str, list[int], str]:
+    """The draft's greedy answer to its own rendering of the prompt: (text, token ids, finish reason)."""
+    if max_tokens <= 0:
+        return "", [], "length"
+    cache = new_cache(draft.model)
+    out = draft.model(
+        input_ids=torch.tensor([list(prompt_ids)], device=draft.input_device),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    look = greedy_lookahead(
+        draft.model, draft.tokenizer, cache, out.logits[0, -1], len(prompt_ids),
+        max_tokens=max_tokens, eos_ids=eos_token_ids(draft), stop=stop, feed_last=False,
+    )
+    return look.text, look.token_ids, look.finish_reason
+
+
+def lookahead_for_target(draft, target, text: str, draft_ids: list[int]) -> list[int]:
+    """The draft's answer as target token ids: the same ids when the vocabularies agree (no re-tokenisation
+    drift), else its text re-tokenised for the target."""
+    if same_vocabulary(draft, target):
+        return list(draft_ids)
+    if not text:
+        return []
+    return list(target.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def specpc_cut(plan: GenerationPlan, draft, lookahead_text: str) -> tuple[Messages | None, str | None, str]:
+    """SpecPC cuts the context part of the prompt to ``prompt_budget`` draft tokens with the draft's answer.
+
+    For a list of messages the last user message (the long context, usually with the question at its end)
+    is the part that is cut. Returns the new (messages, text) and a note.
+    """
+    if plan.messages is not None:
+        users = [i for i, m in enumerate(plan.messages) if m["role"] == "user"]
+        idx = users[-1] if users else len(plan.messages) - 1
+        context = plan.messages[idx]["content"]
+    else:
+        idx, context = -1, plan.text
+    result = specpc.compress(
+        draft, context, budget=plan.prompt_budget, config=plan.specpc_config, lookahead_text=lookahead_text
+    )
+    note = f"SpecPC kept {result.compressed_tokens} of {result.original_tokens} draft tokens of the context"
+    if plan.messages is not None:
+        messages = [dict(m) for m in plan.messages]
+        messages[idx]["content"] = result.text
+        return messages, None, note
+    return None, result.text, note

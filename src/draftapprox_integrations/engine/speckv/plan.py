@@ -1,0 +1,99 @@
+"""A generation request, checked in full before any model work, then tokenised for the target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ..config import SpecKVConfig, SpecPCConfig, check_generation_method
+from ..decoding import check_sampling, check_stop
+from ..errors import ConfigError, ContextLengthError, EngineUsageError
+from ..prompts import Messages, Prompt, encode_prompt, normalize_messages
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """Every argument of one generation, validated. ``prompt_ids`` are filled in by :func:`tokenize_plan`."""
+
+    method: str
+    config: SpecKVConfig
+    prompt_budget: int | None
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    seed: int | None
+    specpc_config: SpecPCConfig | None
+    messages: Messages | None
+    text: str | None
+    prompt_ids: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def resolve_config(config: SpecKVConfig | None, budget: int | None) -> SpecKVConfig:
+    if config is not None and not isinstance(config, SpecKVConfig):
+        raise ConfigError(f"config must be a SpecKVConfig, got {type(config).__name__}")
+    base = config or SpecKVConfig()
+    if budget is not None:
+        base = base.replace(budget=budget)  # re-validates: a window larger than the budget raises here
+    return base
+
+
+def check_generation(
+    prompt: Prompt,
+    *,
+    method: str = "speckv",
+    budget: int | None = None,
+    config: SpecKVConfig | None = None,
+    prompt_budget: int | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: Sequence[str] | str | None = None,
+    seed: int | None = None,
+    chat: bool | None = None,
+    specpc_config: SpecPCConfig | None = None,
+    has_draft: bool = True,
+) -> GenerationPlan:
+    """Validate every argument (no model is touched); raises ConfigError / EngineUsageError."""
+    spec = check_generation_method(method)
+    cfg = resolve_config(config, budget)
+    if prompt_budget is not None:
+        if not spec.needs_prompt_budget:
+            raise ConfigError("prompt_budget applies to method='speckv-pc' only")
+        if isinstance(prompt_budget, bool) or not isinstance(prompt_budget, int) or prompt_budget < 1:
+            raise ConfigError(f"prompt_budget must be an integer >= 1, got {prompt_budget!r}")
+    if specpc_config is not None and not spec.needs_prompt_budget:
+        raise ConfigError("specpc_config applies to method='speckv-pc' only")
+    if spec.needs_prompt_budget and prompt_budget is None:
+        raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
+    if method == "streamingllm" and cfg.sink_tokens >= cfg.budget:
+        raise ConfigError(f"sink_tokens ({cfg.sink_tokens}) must be smaller than the budget ({cfg.budget})")
+    check_sampling(temperature, top_p, max_new_tokens)
+    stops = check_stop(stop)
+    messages, text = normalize_messages(prompt, chat)
+    if spec.needs_draft and not has_draft:
+        raise EngineUsageError(f"method={method!r} needs a draft model; use method='snapkv' for draft-free compression")
+    return GenerationPlan(
+        method, cfg, prompt_budget, max_new_tokens, float(temperature), float(top_p), stops, seed, specpc_config,
+        messages, text,
+    )
+
+
+def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
+    """The plan with the prompt in target tokens; refuses a prompt the target's context cannot hold and
+    shortens ``max_new_tokens`` to what fits (with a note)."""
+    ids = encode_prompt(target, plan.messages, plan.text)
+    if not ids:
+        raise ConfigError("the prompt encodes to no tokens")
+    context = target.context_length
+    if len(ids) >= context:
+        raise ContextLengthError(
+            f"the prompt has {len(ids)} target tokens but {target.source.name!r} has a context of {context}; "
+            "shorten it (or compress it first with SpecPC: engine.compress / method='speckv-pc')"
+        )
+    max_new, notes = plan.max_new_tokens, plan.notes
+    if len(ids) + max_new > context:
+        notes += (f"max_new_tokens cut from {max_new} to {context - len(ids)} to fit the context",)
+        max_new = context - len(ids)
+    return replace(plan, prompt_ids=tuple(ids), max_new_tokens=max_new, notes=notes)

@@ -1,0 +1,59 @@
+"""What a SpecKV generation returns: the text, the finish reason and what it cost and kept."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class GenerationStats:
+    """What one generation cost and kept.
+
+    KV entries count per full-attention layer and KV head (the budget's unit); KV bytes count every layer
+    (sliding layers hold at most their window), keys and values, in the cache's dtype, for the prompt.
+    ``prefill_seconds`` is the time to first token: it includes ``draft_seconds`` (and SpecPC for the cascade).
+    """
+
+    method: str
+    prompt_tokens: int
+    completion_tokens: int = 0
+    kv_entries_full: int = 0
+    kv_entries_kept: int = 0
+    kv_bytes_full: int = 0
+    kv_bytes_kept: int = 0
+    draft_seconds: float = 0.0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    total_seconds: float = 0.0
+    fell_back_to_full: bool = False
+    note: str = ""
+    lookahead_tokens: int = 0  # target tokens of the draft's answer that scored the keys
+    lookahead_text: str = ""
+    compressed_prompt_tokens: int | None = None  # speckv-pc: target tokens after SpecPC
+    budget: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def kv_fraction_kept(self) -> float:
+        return self.kv_bytes_kept / self.kv_bytes_full if self.kv_bytes_full else 1.0
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length" | "eos"
+    stats: GenerationStats
+
+
+@dataclass
+class StreamChunk:
+    """A text delta; ``stats`` (and ``finish_reason``) are set on the final chunk only."""
+
+    text: str
+    token_id: int | None = None
+    stats: GenerationStats | None = None
+    finish_reason: str | None = None

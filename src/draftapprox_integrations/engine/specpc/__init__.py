@@ -1,0 +1,61 @@
+"""SpecPC: the draft model's attention picks which prompt tokens to keep (arXiv 2506.08373, section 4).
+
+``compress(draft, context, query=None, *, budget=None, rate=None, config=None, ...)`` (the engine's
+``DraftApproxEngine.compress`` with its draft) returns a :class:`CompressionResult`:
+
+* ``context`` is one text or a sequence of documents; ``query`` the question (RAG mode) or ``None``
+  (task-agnostic compression of a plain prompt). Exactly one of ``budget`` (draft tokens of the context to
+  keep) or ``rate`` (kept fraction in (0, 1]).
+* In RAG mode the observation window is the question: its last ``window_size`` tokens, plus the lookahead
+  tokens, score the context, and the question itself never counts against the budget. Without a query the
+  window is the prompt's own tail, always kept and counted.
+* ``lookahead_text=`` scores with a given answer (the SpecKV-PC cascade passes the draft answer SpecKV
+  already wrote) in the same forward, instead of letting the draft write ``lookahead_tokens``.
+* One global top-k over all documents spends the budget where the attention is. The output is each
+  document's original text sliced at the kept character spans (snapped to words, or whole sentences), gaps
+  marked with ``separator``; ``relevance`` is a document's share of the attention mass.
+* A budget that covers the whole context passes every text through without running the draft; a prompt
+  longer than ``max_prompt_tokens`` (default: the draft's context) is scored in chunks, each followed by
+  the question, and the chunks' scores are ranked together.
+
+Modules: ``selection`` (pure scoring and top-k), ``layout`` (prompt framing and chunking), ``scorer`` (draft
+forwards under capture), ``compress`` (the request, its steps and the rendered result), ``results``.
+"""
+
+from .compress import (
+    DEFAULT_SEPARATOR,
+    CompressionRequest,
+    ScoredRequest,
+    compress,
+    finish,
+    prepare,
+    score_request,
+    select_documents,
+)
+from .layout import RAG_INTRO
+from .results import CompressedDocument, CompressionResult
+from .scorer import EncodedDocuments, ScoredContext, score_context, score_prompt
+from .selection import combine_scores, neighbor_offsets, reduce_window_attention, resolve_budget, select_tokens
+
+__all__ = [
+    "DEFAULT_SEPARATOR",
+    "RAG_INTRO",
+    "CompressedDocument",
+    "CompressionRequest",
+    "CompressionResult",
+    "EncodedDocuments",
+    "ScoredContext",
+    "ScoredRequest",
+    "combine_scores",
+    "compress",
+    "finish",
+    "neighbor_offsets",
+    "prepare",
+    "reduce_window_attention",
+    "resolve_budget",
+    "score_context",
+    "score_prompt",
+    "score_request",
+    "select_documents",
+    "select_tokens",
+]
