@@ -13,6 +13,7 @@ from .engine import (
     EngineUsageError,
     IncompatibleModelsError,
     MissingEmbeddedModelError,
+    MissingExtraError,
     ModelReferenceError,
     SpecKVConfig,
     SpecPCConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "EngineUsageError",
     "IncompatibleModelsError",
     "MissingEmbeddedModelError",
+    "MissingExtraError",
     "ModelReferenceError",
     "__version__",
 ]

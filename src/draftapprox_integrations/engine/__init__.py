@@ -1,6 +1,6 @@
 """Framework-free core: model loading, attention capture, scoring and the two methods."""
 
-from .config import SpecKVConfig, SpecPCConfig
+from .config import DEFAULT_MODEL, GENERATION_METHODS, METHODS, PROMPT_METHODS, Method, SpecKVConfig, SpecPCConfig
 from .engine import DraftApproxEngine, clear_engines, get_engine
 from .errors import (
     ConfigError,
@@ -10,6 +10,7 @@ from .errors import (
     IncompatibleModelsError,
     InvalidInputError,
     MissingEmbeddedModelError,
+    MissingExtraError,
     ModelReferenceError,
 )
 from .loading import EMBEDDED_MODELS, cache_dir, resolve_reference
@@ -18,6 +19,11 @@ __all__ = [
     "DraftApproxEngine",
     "SpecKVConfig",
     "SpecPCConfig",
+    "DEFAULT_MODEL",
+    "GENERATION_METHODS",
+    "METHODS",
+    "Method",
+    "PROMPT_METHODS",
     "get_engine",
     "clear_engines",
     "EMBEDDED_MODELS",
@@ -30,5 +36,6 @@ __all__ = [
     "IncompatibleModelsError",
     "InvalidInputError",
     "MissingEmbeddedModelError",
+    "MissingExtraError",
     "ModelReferenceError",
 ]
