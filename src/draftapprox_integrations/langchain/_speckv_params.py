@@ -1,59 +1,48 @@
-"""LangChain plumbing shared by the SpecKV chat model and LLM (no algorithm here).
+"""LangChain glue shared by the SpecKV chat model and LLM (no algorithm, no validation of its own).
 
-The fields, validation and engine access common to every SpecKV adapter live in ``_speckv_options``; this
-adds what only LangChain has (aliases, hosted-model options, LangSmith params, streaming callbacks).
+The fields, their aliases and checks, the per-call options and the token usage are those of every SpecKV
+adapter (``_shared/speckv_options``); this adds only what LangChain has: streaming callbacks, LangSmith
+params, and fields accepted for code written against hosted models.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.base import LangSmithParams
-from pydantic import Field, SecretStr, model_validator
+from langchain_core.outputs import ChatGenerationChunk, GenerationChunk
+from pydantic import Field, SecretStr
 
-from .._speckv_options import DEFAULT_MODEL, SpecKVOptions  # noqa: F401  (DEFAULT_MODEL: re-exported)
-from .._threads import aiter_in_thread, run_in_thread
-from ..engine.config import SpecKVConfig
-from ..engine.errors import ConfigError
-
-# Per-call keyword arguments that reach engine.generate (anything else is refused with a clear error).
-_CALL_OPTIONS = ("method", "budget", "prompt_budget", "config", "max_tokens", "max_new_tokens", "temperature",
-                 "top_p", "seed")
+from .._shared.speckv_options import SpecKVOptions, token_usage
+from .._shared.threads import aiter_in_thread, run_in_thread
 
 
 class SpecKVParams(SpecKVOptions):
-    """Model references, method, budget and sampling options; the engine is created (not loaded) lazily."""
+    """The shared SpecKV options plus LangChain's streaming flag and hosted-model no-op fields.
 
-    streaming: bool = False
+    Contract: a subclass implements :meth:`_chunks` (one generation as LangChain chunks) and LangChain's
+    synchronous ``_generate``; ``_stream``, ``_agenerate`` and ``_astream`` are written here on top of them.
+    """
+
+    streaming: bool = Field(default=False, description="generate by streaming (callbacks see every token)")
     # Accepted so that code written for hosted models runs unchanged; a local model has no use for them.
-    timeout: float | None = Field(default=None, exclude=True)
-    max_retries: int | None = Field(default=None, exclude=True)
-    api_key: SecretStr | None = Field(default=None, exclude=True)
+    timeout: float | None = Field(default=None, exclude=True, description="accepted and ignored (local model)")
+    max_retries: int | None = Field(default=None, exclude=True, description="accepted and ignored (local model)")
+    api_key: SecretStr | None = Field(default=None, exclude=True, description="accepted and ignored (local model)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            if "model" in data and "target_model" not in data:
-                data["target_model"] = data.pop("model")
-            if "max_new_tokens" in data and "max_tokens" not in data:
-                data["max_tokens"] = data.pop("max_new_tokens")
-            if isinstance(data.get("config"), dict):
-                data["config"] = SpecKVConfig(**data["config"])
-            if isinstance(data.get("stop"), str):
-                data["stop"] = [data["stop"]]
-        return data
-
-    def _check_sampling(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError(f"temperature must be >= 0 and top_p in (0, 1]; got {self.temperature}, {self.top_p}")
+    @abstractmethod
+    def _chunks(
+        self, input: Any, stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> Iterator[ChatGenerationChunk | GenerationChunk]:
+        """Stream one generation for ``input`` (messages or a prompt) as LangChain chunks, the last one
+        carrying the usage and the KV statistics. ``kwargs`` are the call's options (see ``generation_kwargs``)."""
 
     def generation_kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         """engine.generate keyword arguments: the fields, overridden per call by ``kwargs`` and ``stop``."""
-        return self._engine_kwargs(kwargs, _CALL_OPTIONS, stop if stop is not None else self.stop)
+        return self.call_options(kwargs, stop)
 
     def identifying_params(self) -> dict[str, Any]:
         cfg = self.resolved_config()
@@ -84,7 +73,6 @@ class SpecKVParams(SpecKVOptions):
         return params
 
     # -- streaming and async, the same for messages (chat model) and prompts (LLM) --------------------
-    # Each adapter defines _chunks(input, stop, kwargs) -> Iterator[chunk] and a synchronous _generate.
 
     def _stream(
         self,
@@ -122,10 +110,12 @@ class SpecKVParams(SpecKVOptions):
 
 
 def usage_from_stats(stats) -> dict[str, int]:
+    """The shared token usage under LangChain's ``usage_metadata`` keys."""
+    usage = token_usage(stats)
     return {
-        "input_tokens": stats.prompt_tokens,
-        "output_tokens": stats.completion_tokens,
-        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        "input_tokens": usage.prompt_tokens,
+        "output_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
     }
 
 

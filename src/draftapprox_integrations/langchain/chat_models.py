@@ -1,4 +1,4 @@
-"""LangChain chat model backed by the SpecKV engine (the algorithm lives in ``engine/speckv.py``).
+"""LangChain chat model backed by the SpecKV engine (the algorithm lives in ``engine/speckv/``).
 
     from draftapprox_integrations.langchain import ChatSpecKV
     chat = ChatSpecKV(budget=128, max_tokens=64)          # cheap: the models load on first use
@@ -21,10 +21,9 @@ from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ChatMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+from .._shared.speckv_options import ROLES, engine_role
 from ..engine.errors import InvalidInputError
 from ._speckv_params import SpecKVParams, metadata_from_result, usage_from_stats
-
-_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
 def _message_text(message: BaseMessage) -> str:
@@ -44,17 +43,17 @@ def _message_text(message: BaseMessage) -> str:
 
 
 def to_engine_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
-    """LangChain messages -> [{"role", "content"}] for the target's chat template."""
+    """LangChain messages -> [{"role", "content"}] for the target's chat template.
+
+    Message types map through the shared role table; a ``ChatMessage`` names its role itself, and a role
+    outside the table is passed to the chat template as given.
+    """
     out = []
     for message in messages:
         if isinstance(message, ChatMessage):
-            role = message.role
-        elif message.type in _ROLES:
-            role = _ROLES[message.type]
+            role = ROLES.get(message.role, message.role)
         else:
-            raise InvalidInputError(
-                f"ChatSpecKV does not support {message.type!r} messages (no tool calling); use system/human/ai messages"
-            )
+            role = engine_role(message.type, "ChatSpecKV")
         out.append({"role": role, "content": _message_text(message)})
     return out
 
@@ -65,9 +64,9 @@ class ChatSpecKV(SpecKVParams, BaseChatModel):
     Fields: ``draft_model`` / ``target_model`` (embedded alias, folder, .gguf or hub id), ``device``,
     ``dtype``, ``quantization``; ``method`` (speckv | snapkv | streamingllm | full | speckv-pc), ``budget``,
     ``prompt_budget`` (speckv-pc), ``config`` (a SpecKVConfig); ``max_tokens``, ``temperature``, ``top_p``,
-    ``stop``, ``seed``. Any of method/budget/config/max_tokens/temperature/top_p/seed may be overridden per
-    call (``chat.invoke(msgs, budget=64)``). Components built on the same model references share one
-    engine; pass ``engine=`` to share one explicitly.
+    ``stop``, ``seed``. Any of method/budget/prompt_budget/config/max_tokens/temperature/top_p/seed may be
+    overridden per call (``chat.invoke(msgs, budget=64)``), checked as at construction. Components built on
+    the same model references share one engine; pass ``engine=`` to share one explicitly.
     """
 
     @property

@@ -1,4 +1,4 @@
-"""LangChain document compressor backed by SpecPC (the algorithm lives in ``engine/specpc.py``).
+"""LangChain document compressor backed by SpecPC (the algorithm lives in ``engine/specpc/``).
 
     from draftapprox_integrations.langchain import SpecPCCompressor
     compressor = SpecPCCompressor(rate=0.1)                       # cheap: the draft loads on first use
@@ -19,7 +19,7 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import ConfigDict
 
-from .._specpc_options import SKIPPED, SpecPCOptions, compression_metadata
+from .._shared.specpc_options import SKIPPED, SpecPCOptions, compression_metadata
 from ..engine.errors import InvalidInputError
 
 

@@ -1,4 +1,4 @@
-"""LangChain text-completion LLM backed by the SpecKV engine (the algorithm lives in ``engine/speckv.py``).
+"""LangChain text-completion LLM backed by the SpecKV engine (the algorithm lives in ``engine/speckv/``).
 
     from draftapprox_integrations.langchain import SpecKVLLM
     llm = SpecKVLLM(target_model="gemma-3-270m", budget=128)

@@ -1,4 +1,4 @@
-"""LlamaIndex LLM backed by the SpecKV engine (the algorithm lives in ``engine/speckv.py``).
+"""LlamaIndex LLM backed by the SpecKV engine (the algorithm lives in ``engine/speckv/``).
 
     from llama_index.core import Settings, VectorStoreIndex
     from draftapprox_integrations.llama_index import SpecKVLLM
@@ -12,7 +12,9 @@ worker thread. Every response's ``additional_kwargs`` holds the token usage and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -26,54 +28,47 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, PrivateAttr
+from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from .._speckv_options import DEFAULT_MODEL, SpecKVOptions
-from .._threads import aiter_in_thread, run_in_thread
-from ..engine.errors import InvalidInputError
+from .._shared.speckv_options import SpecKVOptions, engine_role, token_usage
+from .._shared.threads import aiter_in_thread, run_in_thread
+from ..engine.errors import DraftApproxError
+from ..engine.loading import ModelFacts, describe_model
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "chatbot": "assistant",
-          "model": "assistant"}
-# Per-call keyword arguments that reach engine.generate (anything else is refused with a clear error).
-_CALL_OPTIONS = ("budget", "max_tokens", "method", "seed", "stop", "temperature", "top_p")
+logger = logging.getLogger(__name__)
 
 
 def to_engine_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    """LlamaIndex messages -> [{"role", "content"}] for the target's chat template (roles: the shared table)."""
     out = []
     for message in messages:
         role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
-        if role not in _ROLES:
-            raise InvalidInputError(f"SpecKVLLM does not support {role!r} messages (no tool calling)")
-        out.append({"role": _ROLES[role], "content": message.content or ""})
+        out.append({"role": engine_role(role, "SpecKVLLM"), "content": message.content or ""})
     return out
 
 
 def _info(result_stats, finish_reason: str) -> dict[str, Any]:
-    return {
-        "finish_reason": finish_reason,
-        "prompt_tokens": result_stats.prompt_tokens,
-        "completion_tokens": result_stats.completion_tokens,
-        "total_tokens": result_stats.prompt_tokens + result_stats.completion_tokens,
-        "speckv": result_stats.to_dict(),
-    }
+    """additional_kwargs: finish reason, the shared token usage (prompt/completion/total) and the KV statistics."""
+    return {"finish_reason": finish_reason, **asdict(token_usage(result_stats)), "speckv": result_stats.to_dict()}
 
 
 class SpecKVLLM(SpecKVOptions, CustomLLM):
     """A local LLM whose KV cache keeps only ``budget`` entries per layer and head (SpecKV).
 
-    Fields: ``draft_model`` / ``target_model``, ``device``, ``dtype``, ``quantization``; ``method``
-    (speckv | snapkv | streamingllm | full | speckv-pc), ``budget``, ``prompt_budget``, ``config``;
-    ``max_tokens`` (= ``metadata.num_output``), ``temperature``, ``top_p``, ``stop``, ``seed``. Per call,
-    method/budget/max_tokens/temperature/top_p/seed/stop may be overridden as keyword arguments.
+    Fields (shared with the LangChain adapters, with the same aliases and checks): ``draft_model`` /
+    ``target_model`` (alias ``model``), ``device``, ``dtype``, ``quantization``; ``method`` (speckv | snapkv |
+    streamingllm | full | speckv-pc), ``budget``, ``prompt_budget``, ``config``; ``max_tokens`` (alias
+    ``max_new_tokens``; = ``metadata.num_output``), ``temperature``, ``top_p``, ``stop``, ``seed``. Per call,
+    method/budget/prompt_budget/config/max_tokens/temperature/top_p/seed/stop may be overridden as keyword
+    arguments. ``metadata`` reads the target's config files; it never loads weights.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
-    draft_model: str | None = Field(default=DEFAULT_MODEL, description="draft model reference")
-    target_model: str = Field(default=DEFAULT_MODEL, description="target model reference")
-    _target_info: tuple[int, bool] | None = PrivateAttr(default=None)
+    _facts: ModelFacts | None = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -83,24 +78,31 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
         kwargs = dict(kwargs)
         # LlamaIndex passes its own bookkeeping keywords (e.g. formatted); they are not generation options.
         kwargs.pop("formatted", None)
-        return self._engine_kwargs(kwargs, _CALL_OPTIONS, kwargs.get("stop", self.stop))
+        return self.call_options(kwargs)
 
     # -- metadata ------------------------------------------------------------------------------------
 
-    def _target_facts(self) -> tuple[int, bool]:
-        """(context window, has a chat template) of the target, read from the loaded model (loads it once)."""
-        if self._target_info is None:
-            target = self.get_engine().target
-            self._target_info = (target.context_length, target.has_chat_template)
-        return self._target_info
+    def _target_facts(self) -> ModelFacts:
+        """Context window and chat template of the target, from its config files (no weights load); LlamaIndex's
+        defaults when they cannot be read."""
+        if self._facts is None:
+            engine = self.engine if self.engine is not None else self._engine
+            source = getattr(engine, "target_source", None)
+            reference = source.location if source is not None else self.target_model
+            try:
+                self._facts = describe_model(reference)
+            except (DraftApproxError, OSError, ValueError) as exc:
+                logger.warning("cannot read the config of %r (%s); metadata uses LlamaIndex's defaults", reference, exc)
+                self._facts = ModelFacts(context_length=DEFAULT_CONTEXT_WINDOW, has_chat_template=False)
+        return self._facts
 
     @property
     def metadata(self) -> LLMMetadata:
-        context_window, is_chat = self._target_facts()
+        facts = self._target_facts()
         return LLMMetadata(
-            context_window=context_window,
+            context_window=facts.context_length,
             num_output=self.max_tokens,
-            is_chat_model=is_chat,
+            is_chat_model=facts.has_chat_template,
             is_function_calling_model=False,
             model_name=f"{self.target_model} ({self.method})",
         )

@@ -1,4 +1,4 @@
-"""LlamaIndex node postprocessor backed by SpecPC (the algorithm lives in ``engine/specpc.py``).
+"""LlamaIndex node postprocessor backed by SpecPC (the algorithm lives in ``engine/specpc/``).
 
     from draftapprox_integrations.llama_index import SpecPCNodePostprocessor
     query_engine = index.as_query_engine(llm=llm, node_postprocessors=[SpecPCNodePostprocessor(rate=0.1)])
@@ -12,7 +12,7 @@ from llama_index.core.bridge.pydantic import ConfigDict
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 
-from .._specpc_options import ADDED_KEYS, SKIPPED, SpecPCOptions, compression_metadata
+from .._shared.specpc_options import ADDED_KEYS, SKIPPED, SpecPCOptions, compression_metadata
 from ..engine.errors import InvalidInputError
 
 

@@ -1,6 +1,6 @@
 """Fields, validation and engine plumbing shared by the SpecPC adapters (LangChain compressor, LlamaIndex
 node postprocessor). Framework-free: a pydantic mixin each adapter inherits; no algorithm here (that lives
-in ``engine/specpc.py``).
+in ``engine/specpc/``), and the budget rule is the engine's own (``engine.specpc.resolve_budget``).
 """
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from .engine.config import SpecPCConfig
-from .engine.errors import ConfigError
-from .engine.specpc import DEFAULT_SEPARATOR
+from ..engine.config import DEFAULT_MODEL, SpecPCConfig
+from ..engine.specpc import DEFAULT_SEPARATOR, resolve_budget
+
+# The kept fraction when neither budget nor rate is given.
+DEFAULT_RATE = 0.1
 
 # Metadata keys the adapters add to every document / node they return.
 ORIGINAL_TOKENS = "original_tokens"
@@ -30,16 +32,20 @@ class SpecPCOptions(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    draft_model: str = "smollm2-135m-instruct"
-    device: str = "auto"
-    dtype: str = "auto"
-    budget: int | None = None
-    rate: float | None = None
-    config: SpecPCConfig = Field(default_factory=SpecPCConfig)
-    separator: str = DEFAULT_SEPARATOR
-    whole_sentences: bool = False
-    keep_empty: bool = False
-    reorder_by_relevance: bool = False
+    draft_model: str = Field(
+        default=DEFAULT_MODEL, description="draft model reference (embedded alias, folder, .gguf or hub id)"
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
+    dtype: str = Field(default="auto", description="auto, bfloat16, float16 or float32")
+    budget: int | None = Field(default=None, description="draft tokens kept over all documents (instead of rate)")
+    rate: float | None = Field(
+        default=None, description=f"kept fraction of the draft tokens, in (0, 1]; {DEFAULT_RATE} when neither is given"
+    )
+    config: SpecPCConfig = Field(default_factory=SpecPCConfig, description="a SpecPCConfig (or a dict of its fields)")
+    separator: str = Field(default=DEFAULT_SEPARATOR, description="marks the text left out between kept spans")
+    whole_sentences: bool = Field(default=False, description="grow kept spans to whole sentences")
+    keep_empty: bool = Field(default=False, description="return documents that keep no text (else dropped)")
+    reorder_by_relevance: bool = Field(default=False, description="return the most attended documents first")
     engine: Any = Field(default=None, exclude=True, description="a DraftApproxEngine to use instead of get_engine(...)")
 
     _engine: Any = PrivateAttr(default=None)
@@ -50,11 +56,12 @@ class SpecPCOptions(BaseModel):
         # Accept SpecPCConfig field names directly (window_size=..., kernel_size=...) and config as a dict.
         if not isinstance(data, dict):
             return data
+        data = dict(data)
         names = set(SpecPCConfig.__dataclass_fields__)
         loose = {k: data.pop(k) for k in list(data) if k in names}
         config = data.get("config")
         if isinstance(config, dict):
-            config = SpecPCConfig(**config)
+            config = SpecPCConfig().replace(**config)
         if loose:
             config = (config or SpecPCConfig()).replace(**loose)
         if config is not None:
@@ -63,14 +70,9 @@ class SpecPCOptions(BaseModel):
 
     @model_validator(mode="after")
     def _check_budget(self):
-        if self.budget is not None and self.rate is not None:
-            raise ConfigError("give exactly one of budget= (tokens to keep) or rate= (kept fraction in (0, 1])")
         if self.budget is None and self.rate is None:
-            self.rate = 0.1
-        if self.rate is not None and not (isinstance(self.rate, (int, float)) and 0.0 < self.rate <= 1.0):
-            raise ConfigError(f"rate must be in (0, 1] (the fraction of tokens kept), got {self.rate}")
-        if self.budget is not None and self.budget < 1:
-            raise ConfigError(f"budget must be >= 1 token, got {self.budget}")
+            self.rate = DEFAULT_RATE
+        resolve_budget(1, self.budget, self.rate)  # the engine's rule: exactly one, budget >= 1, rate in (0, 1]
         return self
 
     # -- engine ----------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class SpecPCOptions(BaseModel):
         if self.engine is not None:
             return self.engine
         if self._engine is None:
-            from .engine.engine import get_engine
+            from ..engine.engine import get_engine
 
             self._engine = get_engine(self.draft_model, None, device=self.device, dtype=self.dtype)
         return self._engine
@@ -95,7 +97,7 @@ class SpecPCOptions(BaseModel):
             texts,
             query,
             budget=self.budget,
-            rate=self.rate if self.budget is None else None,
+            rate=self.rate,
             config=self.config,
             separator=self.separator,
             whole_sentences=self.whole_sentences,
