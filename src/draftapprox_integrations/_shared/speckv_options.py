@@ -13,7 +13,6 @@ the checks are the engine's own (``engine.config``, ``engine.decoding``), so ada
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -74,13 +73,6 @@ def token_usage(stats: Any) -> TokenUsage:
 def as_speckv_config(value: Any) -> Any:
     """``config`` given as a dict becomes a SpecKVConfig (unknown keys and bad values raise ConfigError)."""
     return SpecKVConfig().replace(**value) if isinstance(value, Mapping) else value
-
-
-def _check_finite(temperature: Any, top_p: Any) -> None:
-    # engine.decoding.check_sampling compares with < and <=, which NaN passes; refuse it here until it does.
-    for name, value in (("temperature", temperature), ("top_p", top_p)):
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 class SpecKVOptions(BaseModel):
@@ -152,7 +144,6 @@ class SpecKVOptions(BaseModel):
         temperature = kwargs.get("temperature", self.temperature)
         top_p = kwargs.get("top_p", self.top_p)
         check_sampling(temperature, top_p, max_tokens)
-        _check_finite(temperature, top_p)
         stops = check_stop(stop if stop is not None else kwargs.get("stop", self.stop))
         prompt_budget = kwargs.get("prompt_budget", self.prompt_budget) if spec.needs_prompt_budget else None
         if spec.needs_prompt_budget and prompt_budget is None:

@@ -10,6 +10,7 @@ streaming, so a streamed answer never shows a stop sequence that the final answe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,11 @@ from .errors import ConfigError
 
 
 def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
+    """The one rule for sampling options (engine and adapters): NaN and infinity are refused too, since
+    ``nan < 0`` is False and would otherwise reach ``torch.multinomial`` after the whole prefill."""
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if not isinstance(temperature, (int, float)) or temperature < 0:

@@ -230,6 +230,10 @@ def test_top_p_keeps_the_smallest_prefix_that_reaches_it():
         (0.7, 0.0, 8, "top_p"),
         (0.7, -0.5, 8, "top_p"),
         (0.7, 1.01, 8, "top_p"),
+        (float("nan"), 1.0, 8, "temperature"),
+        (float("inf"), 1.0, 8, "temperature"),
+        (True, 1.0, 8, "temperature"),
+        (0.7, float("nan"), 8, "top_p"),
     ],
 )
 def test_check_sampling_refuses_bad_values(temperature, top_p, max_new_tokens, match):
@@ -390,3 +394,14 @@ def test_seeded_sampling_decode_is_reproducible(tiny_lm):
     a, b, c = sampled(5), sampled(5), sampled(6)
     assert a == b and len(a) == 10
     assert a != c
+
+
+def test_engine_refuses_nan_temperature_before_loading(tiny_model_factory):
+    from draftapprox_integrations.engine import DraftApproxEngine
+
+    engine = DraftApproxEngine(None, str(tiny_model_factory("llama")), device="cpu", dtype="float32")
+    with pytest.raises(ConfigError, match="temperature"):
+        engine.generate("hello there", method="snapkv", temperature=float("nan"))
+    with pytest.raises(ConfigError, match="temperature"):
+        engine.stream("hello there", method="snapkv", temperature=float("nan"))
+    assert engine.loaded is False
