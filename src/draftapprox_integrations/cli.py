@@ -6,8 +6,10 @@ import argparse
 import logging
 import sys
 
-DEFAULT_DRAFT = "smollm2-135m-instruct"
-DEFAULT_TARGET = "smollm2-135m-instruct"
+from .engine.config import DEFAULT_MODEL, GENERATION_METHODS
+
+DEFAULT_DRAFT = DEFAULT_MODEL
+DEFAULT_TARGET = DEFAULT_MODEL
 
 
 def _engine_args(parser: argparse.ArgumentParser, draft: str = DEFAULT_DRAFT, target: str = DEFAULT_TARGET) -> None:
@@ -135,7 +137,7 @@ def _add_generate_parser(sub) -> None:
     gen = sub.add_parser("generate", help="SpecKV: answer a prompt with the target, its KV cache compressed to a budget")
     gen.add_argument("prompt", nargs="?", default=None, help="the prompt text (or use --file, or stdin)")
     gen.add_argument("-f", "--file", default=None, help="read the prompt from this file ('-': stdin)")
-    gen.add_argument("--method", default="speckv", choices=["speckv", "snapkv", "streamingllm", "full", "speckv-pc"])
+    gen.add_argument("--method", default="speckv", choices=GENERATION_METHODS)
     gen.add_argument("--budget", type=int, default=None, help="KV entries kept per layer and KV head (default 256)")
     gen.add_argument("--prompt-budget", type=int, default=None, help="speckv-pc: draft tokens of the prompt SpecPC keeps")
     gen.add_argument("--window-size", type=int, default=None)

@@ -4,7 +4,9 @@
     sample = make_sample("niah_multikey", 4096, tokenizer, seed=0)
     score_prediction(reply, sample.answers, sample.match)
 
-The runner (``evals.runner``) and bench (``evals.bench``) back ``draftapprox eval`` and ``draftapprox bench``.
+The runner (``evals.runner``) and bench (``evals.bench``) back ``draftapprox eval`` and ``draftapprox bench``;
+``evals.methods`` says how each method of the engine's table answers one sample, and ``evals.baselines`` holds
+the prompt-compression baselines (random, perplexity). Plots and progress bars need the ``[evals]`` extra.
 """
 
 from .scoring import score_prediction

@@ -9,11 +9,18 @@
 
 Both count the budget in tokens of the *given* tokenizer (the draft's) over the context only, never touch
 the question (it is not part of what they compress), and build their output from character spans of the
-original text via the tokenizer's offsets, so any model, with any tokenizer, can read it.
+original text (``engine.alignment``: the same offsets and span merging SpecPC uses), so any model, with any
+tokenizer, can read it. They return SpecPC's result shape, a ``CompressionResult`` holding one
+``CompressedDocument``, so a caller handles every prompt method alike.
+
+One difference from SpecPC's text is kept on purpose: the kept spans are joined with nothing between them
+(no elision marker, no snapping to whole words). Byte-level BPE offsets carry each word's leading space, so
+the plain concatenation keeps words apart, and the text re-tokenises to about the budget.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -21,22 +28,41 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..engine.alignment import Span, token_spans, tokenize_with_offsets
 from ..engine.errors import ConfigError
+from ..engine.specpc import CompressedDocument, CompressionResult
 
 PROMPT_BASELINES = ("random", "perplexity")
 
+__all__ = [
+    "PROMPT_BASELINES",
+    "PromptCompression",
+    "perplexity_token_drop",
+    "random_token_drop",
+    "spans_of_positions",
+    "text_of_spans",
+    "token_surprisal",
+    "tokenize_with_offsets",
+]
+
+# The token -> merged character span step is SpecPC's (``alignment.token_spans``); the old name stays.
+spans_of_positions = token_spans
+
 
 @dataclass
-class PromptCompression:
-    """A compressed context: ``text`` is the original's ``spans`` (character ranges) joined in order."""
+class PromptCompression(CompressionResult):
+    """SpecPC's ``CompressionResult`` for one text, plus which baseline made it.
 
-    method: str
-    text: str
-    spans: list[tuple[int, int]]
-    original_tokens: int
-    compressed_tokens: int
-    seconds: float
+    ``spans`` are the document's kept character ranges (``documents[0].spans``); ``extras`` holds the
+    baseline's settings (the seed, whether the question conditioned the scores).
+    """
+
+    method: str = ""
     extras: dict = field(default_factory=dict)
+
+    @property
+    def spans(self) -> list[Span]:
+        return self.documents[0].spans if self.documents else []
 
 
 def _check_budget(budget: int) -> None:
@@ -44,42 +70,48 @@ def _check_budget(budget: int) -> None:
         raise ConfigError(f"budget must be a positive number of tokens, got {budget!r}")
 
 
-def tokenize_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids and character offsets of ``text`` (no special tokens). Needs a fast tokenizer."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError("prompt baselines need a fast (Rust) tokenizer: character offsets come from it")
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-
-
-def spans_of_positions(offsets: Sequence[tuple[int, int]], positions: Sequence[int]) -> list[tuple[int, int]]:
-    """Merge the character ranges of the kept token positions (sorted) into maximal contiguous spans."""
-    spans: list[tuple[int, int]] = []
-    for p in sorted(positions):
-        start, end = offsets[p]
-        if end <= start:
-            continue
-        if spans and start <= spans[-1][1]:
-            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
-        else:
-            spans.append((start, end))
-    return spans
-
-
-def text_of_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
-    # Byte-level BPE offsets carry each word's leading space, so plain concatenation keeps words apart.
+def text_of_spans(text: str, spans: Sequence[Span]) -> str:
+    """The kept spans of ``text`` concatenated, with no marker between them (see the module docstring)."""
     return "".join(text[a:b] for a, b in spans)
 
 
-def _result(method: str, text: str, offsets, keep: Sequence[int], n: int, started: float, **extras) -> PromptCompression:
+def _result(
+    method: str,
+    text: str,
+    offsets: Sequence[Span],
+    keep: Sequence[int],
+    started: float,
+    *,
+    budget: int,
+    query: str | None = None,
+    chunks: int = 0,
+    **extras,
+) -> PromptCompression:
+    n = len(offsets)
     spans = spans_of_positions(offsets, keep)
-    return PromptCompression(
-        method=method,
-        text=text_of_spans(text, spans),
+    kept_text = text_of_spans(text, spans)
+    document = CompressedDocument(
+        index=0,
+        text=kept_text,
         spans=spans,
         original_tokens=n,
         compressed_tokens=len(keep),
+        relevance=1.0 if n else 0.0,  # the only document holds all of the context
+        selected_tokens=len(keep),
+    )
+    return PromptCompression(
+        text=kept_text,
+        documents=[document],
+        original_tokens=n,
+        compressed_tokens=len(keep),
         seconds=time.perf_counter() - started,
+        lookahead_text="",
+        budget=budget,
+        selected_tokens=len(keep),
+        passthrough=len(keep) >= n,
+        chunks=chunks,
+        query=query,
+        method=method,
         extras=extras,
     )
 
@@ -91,7 +123,7 @@ def random_token_drop(text: str, budget: int, tokenizer, *, seed: int = 0) -> Pr
     ids, offsets = tokenize_with_offsets(tokenizer, text)
     n = len(ids)
     keep = list(range(n)) if budget >= n else sorted(random.Random(seed).sample(range(n), budget))
-    return _result("random", text, offsets, keep, n, started, seed=seed)
+    return _result("random", text, offsets, keep, started, budget=budget, seed=seed)
 
 
 @torch.inference_mode()
@@ -154,10 +186,13 @@ def perplexity_token_drop(
     ids, offsets = tokenize_with_offsets(tokenizer, text)
     n = len(ids)
     if budget >= n:
-        return _result("perplexity", text, offsets, list(range(n)), n, started)
+        return _result("perplexity", text, offsets, list(range(n)), started, budget=budget, query=query)
     prefix = tokenizer(f"{query.strip()}\n\n", add_special_tokens=False)["input_ids"] if query else []
     scores = token_surprisal(model, ids, prefix, chunk_size=chunk_size)
     # Highest surprisal first; ties (e.g. several +inf) go to the earlier token so the result is deterministic.
     order = sorted(range(n), key=lambda i: (-float(scores[i]), i))
     keep = sorted(order[:budget])
-    return _result("perplexity", text, offsets, keep, n, started, query_conditioned=bool(query))
+    chunks = math.ceil((len(prefix) + n) / chunk_size)
+    return _result(
+        "perplexity", text, offsets, keep, started, budget=budget, query=query, chunks=chunks, query_conditioned=bool(query)
+    )

@@ -16,12 +16,8 @@ models' (151k / 128k vocabularies); everything else has the real shape.
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
-import os
-import platform
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -31,22 +27,16 @@ from typing import Any
 import torch
 
 from ..engine.errors import ConfigError
+from .extras import BENCH_MODULES, require
+from .machine import PeakRSS, machine_info
+from .methods import BENCH_METHODS, eval_method, stats_dict
+from .random_models import RANDOM_SHAPES, SMOLLM2, random_model_folder
+from .report import bench_summary_lines as summary_lines
+from .report import plot_bench
 
 logger = logging.getLogger(__name__)
 
-BENCH_METHODS = ("full", "snapkv", "speckv", "specpc", "speckv-pc")
-REAL_PAIRS = {"smollm2": ("smollm2-135m-instruct", "smollm2-135m-instruct")}
-
-# Published shapes (hidden, intermediate, layers, query heads, KV heads); vocabulary is the tokenizer's.
-RANDOM_SHAPES: dict[str, dict[str, Any]] = {
-    "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
-    "qwen2.5-1.5b": dict(model_type="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
-    "qwen2.5-3b": dict(model_type="qwen2", hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2, tie_word_embeddings=True),
-    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
-    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True),
-    "llama-3.2-3b": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
-    "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False),
-}
+REAL_PAIRS = {"smollm2": (SMOLLM2, SMOLLM2)}
 
 # Small enough for a 2-core CPU in a few minutes.
 DEFAULT_BENCH = dict(pairs=("smollm2",), lengths=(1024, 2048, 4096), budget=256, max_new_tokens=32)
@@ -104,101 +94,7 @@ def parse_pair(text: str) -> Pair:
 
 
 # ------------------------------------------------------------------------------------------------
-# random-weight model folders
-
-
-def random_model_folder(shape: str, *, seed: int = 0, max_positions: int = 32768, root: Path | None = None) -> Path:
-    """A folder (config + safetensors + SmolLM2 tokenizer) of a random-weight bf16 model of ``shape``.
-
-    Built once and cached. The model is created on the meta device and materialised with ``to_empty`` so that
-    a multi-billion-parameter shape skips transformers' slow per-module initialisation; weights are then
-    drawn N(0, 0.02) (norms 1), which is all a cost measurement needs.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from ..engine.loading import cache_dir, load_tokenizer
-
-    if shape not in RANDOM_SHAPES:
-        raise ConfigError(f"unknown random shape {shape!r}; known: {', '.join(RANDOM_SHAPES)}")
-    spec = dict(RANDOM_SHAPES[shape])
-    digest = hashlib.sha256(json.dumps([spec, seed, max_positions], sort_keys=True).encode()).hexdigest()[:10]
-    folder = (root or cache_dir() / "random-models") / f"{shape}-{digest}"
-    if (folder / "draftapprox-random.json").is_file():
-        return folder
-    tokenizer = load_tokenizer("smollm2-135m-instruct")
-    model_type = spec.pop("model_type")
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max_positions,
-        rope_theta=1_000_000.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **spec,
-    )
-    config.dtype = torch.bfloat16
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.to_empty(device="cpu")
-    model.tie_weights()  # to_empty gives tied parameters separate storage; re-tie before filling
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
-    tmp = folder.with_name(folder.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    n_params = sum(p.numel() for p in model.parameters())
-    (tmp / "draftapprox-random.json").write_text(json.dumps({"shape": shape, "seed": seed, "parameters": n_params, "random_weights": True}))
-    del model
-    gc.collect()
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
-
-
-# ------------------------------------------------------------------------------------------------
 # measurement
-
-
-class PeakRSS:
-    """Samples this process's resident set size in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self, interval: float = 0.01) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.interval = interval
-        self.peak = self.start = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self.start = self.peak = self._proc.memory_info().rss
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
 def _stream_timed(engine, prompt: str, **kwargs) -> tuple[float, float, Any, int, float]:
@@ -222,45 +118,35 @@ def _stream_timed(engine, prompt: str, **kwargs) -> tuple[float, float, Any, int
     return first, total, stats, chunks, first_cpu
 
 
-def _stats(stats) -> dict[str, Any]:
-    if stats is None:
-        return {}
-    return dict(stats.to_dict()) if hasattr(stats, "to_dict") else dict(vars(stats))
-
-
 def measure(engine, prompt: str, context: str, question: str, method: str, cfg: BenchConfig, chat_prompt) -> dict[str, Any]:
     """One timed answer; ``chat_prompt(context)`` rebuilds the prompt from a (compressed) context."""
+    how = eval_method(method)
     device = engine.device
     gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=0.0, chat=False)
+    gen.update(how.generate_kwargs(cfg.budget, pc_prompt_factor=cfg.pc_prompt_factor))
     gc.collect()
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
         base_gpu = torch.cuda.memory_allocated(device)
-    compress_seconds = 0.0
     extra: dict[str, Any] = {}
     with PeakRSS() as rss:
         started = time.perf_counter()
         cpu_started = time.process_time()
-        if method == "specpc":
-            comp = engine.compress(context, question, budget=cfg.budget)
+        comp = how.compress(engine, context, question, cfg.budget, seed=cfg.seed)
+        if comp is None:
+            first, total, stats, chunks, first_cpu = _stream_timed(engine, prompt, **gen)
+        else:
             compress_seconds = time.perf_counter() - started
             compress_cpu = time.process_time() - cpu_started
             extra.update(compressed_tokens=comp.compressed_tokens, original_tokens=comp.original_tokens)
-            first, total, stats, chunks, first_cpu = _stream_timed(engine, chat_prompt(comp.text), method="full", **gen)
+            first, total, stats, chunks, first_cpu = _stream_timed(engine, chat_prompt(comp.text), **gen)
             first += compress_seconds
             total += compress_seconds
             first_cpu += compress_cpu
-        else:
-            kw = dict(gen, method=method)
-            if method != "full":
-                kw["budget"] = cfg.budget
-            if method == "speckv-pc":
-                kw["prompt_budget"] = int(round(cfg.budget * cfg.pc_prompt_factor))
-            first, total, stats, chunks, first_cpu = _stream_timed(engine, prompt, **kw)
         total_cpu = time.process_time() - cpu_started
-    s = _stats(stats)
-    if method != "specpc":
+    s = stats_dict(stats)
+    if comp is None:  # the draft's share of a generation method (SpecKV's lookahead, speckv-pc's cut)
         compress_seconds = float(s.get("draft_seconds") or 0.0)
     completion = int(s.get("completion_tokens") or chunks)
     decode_time = max(total - first, 1e-9)
@@ -287,35 +173,6 @@ def measure(engine, prompt: str, context: str, question: str, method: str, cfg: 
         row["peak_gpu_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
         row["gpu_growth_bytes"] = row["peak_gpu_allocated_bytes"] - base_gpu
     return row
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on (no paths, no host names)."""
-    import psutil
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
-    return info
 
 
 def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
@@ -381,15 +238,13 @@ def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
 def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     """Run every pair of ``cfg``; write ``bench-<pair>.json`` and ``bench-<pair>.png`` into ``output_dir``."""
     cfg.validate()
+    require("draftapprox bench", BENCH_MODULES)
+    from tqdm.auto import tqdm
+
     pairs = [parse_pair(p) for p in cfg.pairs]
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(pairs) * len(cfg.lengths) * len(cfg.methods) * cfg.repeats, desc="bench", unit="run")
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = tqdm(total=len(pairs) * len(cfg.lengths) * len(cfg.methods) * cfg.repeats, desc="bench", unit="run")
     written = {}
     for pair in pairs:
         result = run_pair(pair, cfg, bar)
@@ -400,80 +255,26 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
         png_path = out_dir / f"bench-{pair.label}.png"
         plot_bench(result, png_path)
         written[pair.label] = {"json": str(json_path), "png": str(png_path), "result": result}
-    if bar:
-        bar.close()
+    bar.close()
     return written
 
 
-def plot_bench(result: dict[str, Any], path: str | os.PathLike) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in result["rows"] if "error" not in r]
-    panels = [
-        ("ttft_seconds", "time to first token, wall (s)", 1.0),
-        ("ttft_cpu_seconds", "time to first token, process CPU (s)", 1.0),
-        ("latency_seconds", "end-to-end latency, wall (s)", 1.0),
-        ("latency_cpu_seconds", "end-to-end latency, process CPU (s)", 1.0),
-        ("decode_tokens_per_cpu_second", "decode speed (tokens per CPU s)", 1.0),
-        ("peak_gpu_allocated_bytes" if any("peak_gpu_allocated_bytes" in r for r in rows) else "peak_rss_bytes",
-         "peak GPU memory (GiB)" if any("peak_gpu_allocated_bytes" in r for r in rows) else "peak process RSS (GiB)", 2**-30),
-        ("kv_bytes", "KV cache kept (MiB)", 2**-20),
-        ("compression_seconds", "draft / compression time (s)", 1.0),
-    ]
-    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
-    methods = [m for m in BENCH_METHODS if any(r["method"] == m for r in rows)]
-    for ax, (key, label, scale) in zip(axes.flat, panels):
-        for i, m in enumerate(methods):
-            pts: dict[int, list[float]] = {}
-            for r in rows:
-                if r["method"] == m and r.get(key) is not None:
-                    pts.setdefault(r["length"], []).append(float(r[key]) * scale)
-            if pts:
-                xs = sorted(pts)
-                ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=m, color=f"C{i}")
-        ax.set_xscale("log", base=2)
-        lengths = sorted({r["length"] for r in rows})
-        if lengths:
-            ax.set_xticks(lengths)
-            ax.set_xticklabels([f"{x // 1024}k" if x >= 1024 else str(x) for x in lengths])
-        ax.set_xlabel("context (tokens)")
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(handles))
-    weights = "RANDOM WEIGHTS (cost only)" if result.get("random_weights") else "real weights"
-    cfg = result.get("config", {})
-    machine = result.get("machine", {})
-    where = machine.get("gpu") or f"{machine.get('cpu', '?')} x{machine.get('cpu_count', '?')}"
-    fig.suptitle(
-        f"{result['draft']} -> {result['target']}  [{weights}]  {result['dtype']} on {result['device']} ({where}); "
-        f"budget {cfg.get('budget')}, {cfg.get('max_new_tokens')} new tokens",
-        fontsize=10,
-        color="firebrick" if result.get("random_weights") else "black",
-    )
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def summary_lines(written: dict[str, Any]) -> list[str]:
-    lines = []
-    for label, w in written.items():
-        res = w["result"]
-        lines.append(f"{label} [{res['weights']}] -> {w['json']}, {w['png']}")
-        for r in res["rows"]:
-            if "error" in r:
-                lines.append(f"  {r['length']:>6} {r['method']:>10}: {r['error'][:80]}")
-                continue
-            kv = r.get("kv_bytes")
-            lines.append(
-                f"  {r['length']:>6} {r['method']:>10}: ttft {r['ttft_seconds']:.2f}s (cpu {r['ttft_cpu_seconds']:.2f}s)  "
-                f"latency {r['latency_seconds']:.2f}s (cpu {r['latency_cpu_seconds']:.2f}s)  "
-                f"decode {r['decode_tokens_per_second'] or 0:.1f} tok/s  compress {r['compression_seconds']:.2f}s  "
-                f"KV {kv / 2**20 if kv else float('nan'):.1f} MiB  peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB"
-            )
-    return lines
+__all__ = [
+    "BENCH_METHODS",
+    "DEFAULT_BENCH",
+    "LARGE_BENCH_CPU",
+    "LARGE_BENCH_GPU",
+    "RANDOM_SHAPES",
+    "REAL_PAIRS",
+    "BenchConfig",
+    "Pair",
+    "PeakRSS",
+    "machine_info",
+    "measure",
+    "parse_pair",
+    "plot_bench",
+    "random_model_folder",
+    "run_bench",
+    "run_pair",
+    "summary_lines",
+]

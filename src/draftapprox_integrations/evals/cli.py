@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ..engine.config import DEFAULT_MODEL
+from ..engine.errors import MissingExtraError
 from .bench import BENCH_METHODS, DEFAULT_BENCH, LARGE_BENCH_CPU, LARGE_BENCH_GPU, RANDOM_SHAPES, REAL_PAIRS
+from .extras import BENCH_MODULES, EVAL_MODULES, RENDER_MODULES, require
 from .runner import DEFAULT_GRID, LARGE_GRID, METHODS, PROMPT_STYLES
 from .tasks import TASKS
 
 
+def _missing_extra(command: str, modules: tuple[str, ...]) -> int | None:
+    """Exit status 2 with a one-line hint when a package of the ``[evals]`` extra is missing, else None."""
+    try:
+        require(f"draftapprox {command}", modules)
+    except MissingExtraError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    missing = _missing_extra("eval", RENDER_MODULES if args.render_only else EVAL_MODULES)
+    if missing is not None:
+        return missing
     from .runner import EvalConfig, render_results, run_eval, summary_lines
 
     if args.render_only:
@@ -39,6 +56,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    missing = _missing_extra("bench", BENCH_MODULES)
+    if missing is not None:
+        return missing
     from .bench import BenchConfig, run_bench, summary_lines
 
     grid = dict({"small": DEFAULT_BENCH, "large-cpu": LARGE_BENCH_CPU, "large-gpu": LARGE_BENCH_GPU}[args.grid])
@@ -69,8 +89,8 @@ def add_subcommands(sub) -> None:
             "(rows already there are skipped), then OUT/results.md and OUT/accuracy.png are rendered."
         ),
     )
-    ev.add_argument("--draft", default="smollm2-135m-instruct")
-    ev.add_argument("--target", default="smollm2-135m-instruct")
+    ev.add_argument("--draft", default=DEFAULT_MODEL)
+    ev.add_argument("--target", default=DEFAULT_MODEL)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--grid", choices=["small", "large"], default="small", help="preset grid; the options below override it")
