@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..engine.config import DEFAULT_MODEL, SpecKVConfig, check_generation_method
-from ..engine.decoding import check_sampling, check_stop
+from ..engine.config import DEFAULT_MODEL, METHODS, SpecKVConfig
+from ..engine.speckv import check_options
 from ..engine.errors import ConfigError, InvalidInputError
 
 # Keyword arguments a call may pass to override a field (anything else is refused with a clear error).
@@ -138,26 +138,20 @@ class SpecKVOptions(BaseModel):
         if unknown:
             raise ConfigError(f"unsupported option(s) {', '.join(sorted(unknown))}; supported: {', '.join(CALL_OPTIONS)}")
         method = kwargs.get("method", self.method)
-        spec = check_generation_method(method)
-        config = self.resolved_config(kwargs.get("budget"), as_speckv_config(kwargs.get("config")))
-        max_tokens = kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_tokens))
-        temperature = kwargs.get("temperature", self.temperature)
-        top_p = kwargs.get("top_p", self.top_p)
-        check_sampling(temperature, top_p, max_tokens)
-        stops = check_stop(stop if stop is not None else kwargs.get("stop", self.stop))
-        prompt_budget = kwargs.get("prompt_budget", self.prompt_budget) if spec.needs_prompt_budget else None
-        if spec.needs_prompt_budget and prompt_budget is None:
-            raise ConfigError(f"method={method!r} needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
-        return {
+        prompt_budget = kwargs.get("prompt_budget")
+        if prompt_budget is None and method in METHODS and METHODS[method].needs_prompt_budget:
+            prompt_budget = self.prompt_budget  # the field applies only to the method that uses it
+        options = {
             "method": method,
-            "config": config,
+            "config": self.resolved_config(kwargs.get("budget"), as_speckv_config(kwargs.get("config"))),
             "prompt_budget": prompt_budget,
-            "max_new_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
+            "max_new_tokens": kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_tokens)),
+            "temperature": kwargs.get("temperature", self.temperature),
+            "top_p": kwargs.get("top_p", self.top_p),
             "seed": kwargs.get("seed", self.seed),
-            "stop": list(stops) or None,
         }
+        _, stops = check_options(stop=stop if stop is not None else kwargs.get("stop", self.stop), **options)
+        return {**options, "stop": list(stops) or None}
 
     def get_engine(self):
         """The shared engine for these model references (created on first use; weights load on first call)."""

@@ -52,6 +52,7 @@ BAD_FIELDS = [
     (dict(max_tokens=0), "max_new_tokens"),
     (dict(stop=""), "stop"),
     (dict(config={"budget": 64, "window": 8}), "unknown SpecKVConfig field"),
+    (dict(method="streamingllm", budget=32, config={"window_size": 8, "sink_tokens": 32}), "sink_tokens"),
 ]
 
 
@@ -90,6 +91,9 @@ BAD_CALLS = [
     (dict(budget=8), "window_size"),
     (dict(method="speckv-pc"), "prompt_budget"),
     (dict(max_tokens=0), "max_new_tokens"),
+    (dict(seed="abc"), "seed"),
+    (dict(seed=2**70), "seed"),
+    (dict(method="snapkv", prompt_budget=64), "prompt_budget"),
 ]
 
 

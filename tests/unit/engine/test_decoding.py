@@ -396,7 +396,7 @@ def test_seeded_sampling_decode_is_reproducible(tiny_lm):
     assert a != c
 
 
-def test_engine_refuses_nan_temperature_before_loading(tiny_model_factory):
+def test_engine_refuses_bad_sampling_before_loading(tiny_model_factory):
     from draftapprox_integrations.engine import DraftApproxEngine
 
     engine = DraftApproxEngine(None, str(tiny_model_factory("llama")), device="cpu", dtype="float32")
@@ -404,4 +404,9 @@ def test_engine_refuses_nan_temperature_before_loading(tiny_model_factory):
         engine.generate("hello there", method="snapkv", temperature=float("nan"))
     with pytest.raises(ConfigError, match="temperature"):
         engine.stream("hello there", method="snapkv", temperature=float("nan"))
+    for seed in ("abc", 2**70, 1.9, True):
+        with pytest.raises(ConfigError, match="seed"):
+            engine.generate("hello there", method="snapkv", seed=seed)
+    with pytest.raises(ConfigError, match="specpc_config"):
+        engine.generate("hello there", method="speckv-pc", prompt_budget=8, specpc_config={"window_size": 4})
     assert engine.loaded is False

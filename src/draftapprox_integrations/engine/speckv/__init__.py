@@ -10,7 +10,7 @@ from ..prompts import encode_prompt, normalize_messages, transcript
 from .cache import CompressedPrefill, compress_cache
 from .generate import generate, run_generation
 from .lookahead import draft_answer
-from .plan import GenerationPlan, check_generation, tokenize_plan
+from .plan import GenerationPlan, check_generation, check_options, tokenize_plan
 from .prefill import prefill_and_compress, self_draft_prefill
 from .results import GenerationResult, GenerationStats, StreamChunk
 from .selection import observation_key_scores, select_kept_indices, streaming_indices
@@ -23,6 +23,7 @@ __all__ = [
     "GenerationStats",
     "StreamChunk",
     "check_generation",
+    "check_options",
     "compress_cache",
     "draft_answer",
     "encode_prompt",

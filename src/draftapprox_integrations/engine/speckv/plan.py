@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ..config import SpecKVConfig, SpecPCConfig, check_generation_method
+from ..config import METHODS, SpecKVConfig, SpecPCConfig, check_generation_method
 from ..decoding import check_sampling, check_stop
 from ..errors import ConfigError, ContextLengthError, EngineUsageError
 from ..prompts import Messages, Prompt, encode_prompt, normalize_messages
@@ -39,6 +39,53 @@ def resolve_config(config: SpecKVConfig | None, budget: int | None) -> SpecKVCon
     return base
 
 
+def check_options(
+    *,
+    method: str = "speckv",
+    budget: int | None = None,
+    config: SpecKVConfig | None = None,
+    prompt_budget: int | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: Sequence[str] | str | None = None,
+    seed: int | None = None,
+    specpc_config: SpecPCConfig | None = None,
+) -> tuple[SpecKVConfig, tuple[str, ...]]:
+    """Every generation option but the prompt, checked: (the resolved SpecKVConfig, the stop sequences).
+
+    The one rule for the engine and the adapters (which check their fields with it at construction).
+    Raises ConfigError.
+    """
+    spec = check_generation_method(method)
+    cfg = resolve_config(config, budget)
+    if prompt_budget is not None:
+        if not spec.needs_prompt_budget:
+            raise ConfigError("prompt_budget applies to method='speckv-pc' only")
+        if isinstance(prompt_budget, bool) or not isinstance(prompt_budget, int) or prompt_budget < 1:
+            raise ConfigError(f"prompt_budget must be an integer >= 1, got {prompt_budget!r}")
+    if specpc_config is not None:
+        if not spec.needs_prompt_budget:
+            raise ConfigError("specpc_config applies to method='speckv-pc' only")
+        if not isinstance(specpc_config, SpecPCConfig):
+            raise ConfigError(f"specpc_config must be a SpecPCConfig, got {type(specpc_config).__name__}")
+    if spec.needs_prompt_budget and prompt_budget is None:
+        raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
+    if method == "streamingllm" and cfg.sink_tokens >= cfg.budget:
+        raise ConfigError(f"sink_tokens ({cfg.sink_tokens}) must be smaller than the budget ({cfg.budget})")
+    check_sampling(temperature, top_p, max_new_tokens)
+    _check_seed(seed)
+    return cfg, check_stop(stop)
+
+
+def _check_seed(seed) -> None:
+    # torch.Generator.manual_seed takes any integer that fits 64 bits (signed or unsigned).
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
+        raise ConfigError(f"seed must be an integer that fits in 64 bits, got {seed!r}")
+
+
 def check_generation(
     prompt: Prompt,
     *,
@@ -56,23 +103,12 @@ def check_generation(
     has_draft: bool = True,
 ) -> GenerationPlan:
     """Validate every argument (no model is touched); raises ConfigError / EngineUsageError."""
-    spec = check_generation_method(method)
-    cfg = resolve_config(config, budget)
-    if prompt_budget is not None:
-        if not spec.needs_prompt_budget:
-            raise ConfigError("prompt_budget applies to method='speckv-pc' only")
-        if isinstance(prompt_budget, bool) or not isinstance(prompt_budget, int) or prompt_budget < 1:
-            raise ConfigError(f"prompt_budget must be an integer >= 1, got {prompt_budget!r}")
-    if specpc_config is not None and not spec.needs_prompt_budget:
-        raise ConfigError("specpc_config applies to method='speckv-pc' only")
-    if spec.needs_prompt_budget and prompt_budget is None:
-        raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
-    if method == "streamingllm" and cfg.sink_tokens >= cfg.budget:
-        raise ConfigError(f"sink_tokens ({cfg.sink_tokens}) must be smaller than the budget ({cfg.budget})")
-    check_sampling(temperature, top_p, max_new_tokens)
-    stops = check_stop(stop)
+    cfg, stops = check_options(
+        method=method, budget=budget, config=config, prompt_budget=prompt_budget, max_new_tokens=max_new_tokens,
+        temperature=temperature, top_p=top_p, stop=stop, seed=seed, specpc_config=specpc_config,
+    )
     messages, text = normalize_messages(prompt, chat)
-    if spec.needs_draft and not has_draft:
+    if METHODS[method].needs_draft and not has_draft:
         raise EngineUsageError(f"method={method!r} needs a draft model; use method='snapkv' for draft-free compression")
     return GenerationPlan(
         method, cfg, prompt_budget, max_new_tokens, float(temperature), float(top_p), stops, seed, specpc_config,
