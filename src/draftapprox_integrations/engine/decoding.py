@@ -189,7 +189,7 @@ def decode_tokens(
         out = model(
             input_ids=torch.tensor([[token]], device=device),
             position_ids=torch.tensor([[position]], device=device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -258,7 +258,7 @@ def greedy_lookahead(
         model(
             input_ids=torch.tensor([[ids[-1]]], device=first_logits.device),
             position_ids=torch.tensor([[next_position + len(ids) - 1]], device=first_logits.device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )

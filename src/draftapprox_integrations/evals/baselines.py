@@ -152,7 +152,7 @@ def token_surprisal(model, context_ids: Sequence[int], prefix_ids: Sequence[int]
         chunk = ids[pos : pos + chunk_size]
         out = lm(
             input_ids=chunk[None],
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             position_ids=torch.arange(seen, seen + chunk.numel(), device=device)[None],
         )

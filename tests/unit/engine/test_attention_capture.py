@@ -55,9 +55,9 @@ def test_capture_during_cached_decode_matches_full_forward(tiny_model_factory, s
     ids = smollm2_tokenizer(TEXTS[0], return_tensors="pt")["input_ids"]
     cache = DynamicCache(config=loaded.model.config)
     with torch.no_grad():
-        loaded.model(input_ids=ids[:, :-1], past_key_values=cache)
+        loaded.model(input_ids=ids[:, :-1], cache=cache)
         with AttentionCapture(loaded.model, 1) as step:
-            loaded.model(input_ids=ids[:, -1:], past_key_values=cache)
+            loaded.model(input_ids=ids[:, -1:], cache=cache)
         with AttentionCapture(loaded.model, 1) as whole:
             loaded.model(input_ids=ids)
     for layer in whole.records:

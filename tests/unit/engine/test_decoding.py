@@ -274,7 +274,7 @@ def _prefill(loaded, prompt: str = PROMPT):
     ids = loaded.tokenizer(prompt, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = loaded.model(input_ids=ids, use_cache=True)
-    return out.past_key_values, out.logits[0, -1], ids.shape[1]
+    return out.cache, out.logits[0, -1], ids.shape[1]
 
 
 def _run(loaded, *, model=None, first_logits=None, **kwargs) -> list[DecodeStep]:

@@ -150,7 +150,7 @@ def test_cache_that_kept_everything_decodes_full_model_logits(tiny_model_factory
         step = model(
             input_ids=torch.tensor([[next_token]]),
             position_ids=torch.tensor([[len(prompt_ids)]]),
-            past_key_values=got.cache,
+            cache=got.cache,
             use_cache=True,
         ).logits[0, -1]
     assert torch.allclose(step, reference[-1], atol=1e-4)
@@ -172,7 +172,7 @@ def test_decoding_uses_true_positions_after_compression(tiny_model_factory):
         step = model(
             input_ids=torch.tensor([[token]]),
             position_ids=torch.tensor([[len(prompt_ids)]]),
-            past_key_values=got.cache,
+            cache=got.cache,
             use_cache=True,
         ).logits[0, -1]
         # Reference: the full sequence, the new token attending only to the kept entries (mask on its row).

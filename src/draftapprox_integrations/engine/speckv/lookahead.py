@@ -20,7 +20,7 @@ def draft_answer(draft, prompt_ids: Sequence[int], max_tokens: int, stop: Sequen
     cache = new_cache(draft.model)
     out = draft.model(
         input_ids=torch.tensor([list(prompt_ids)], device=draft.input_device),
-        past_key_values=cache,
+        cache=cache,
         use_cache=True,
         logits_to_keep=1,
     )

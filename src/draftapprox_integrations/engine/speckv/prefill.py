@@ -80,7 +80,7 @@ def prefill_and_compress(
     with capture:
         out = model(
             input_ids=torch.tensor([list(prompt_ids) + lookahead], device=device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=keep,
         )
@@ -124,7 +124,7 @@ def self_draft_prefill(
     )
     with capture:
         out = model(
-            input_ids=torch.tensor([list(prompt_ids)], device=device), past_key_values=cache, use_cache=True, logits_to_keep=1
+            input_ids=torch.tensor([list(prompt_ids)], device=device), cache=cache, use_cache=True, logits_to_keep=1
         )
         first_logits = out.logits[0, -1].float()
         started = time.perf_counter()

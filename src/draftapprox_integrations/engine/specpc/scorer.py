@@ -154,7 +154,7 @@ def _generate_lookahead(draft, prompt_ids: list[int], n_tokens: int, before_feed
     cache = new_cache(model) if n_tokens > 0 else None
     out = model(
         input_ids=torch.tensor([prompt_ids], device=draft.input_device),
-        past_key_values=cache,
+        cache=cache,
         use_cache=n_tokens > 0,
         logits_to_keep=1,
     )
