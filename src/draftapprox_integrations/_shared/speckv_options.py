@@ -1,9 +1,10 @@
 """What the three SpecKV adapters (LangChain chat model and LLM, LlamaIndex LLM) share, written once.
 
 * :class:`SpecKVOptions`: the fields (model references, method, budget, sampling), their input aliases
-  (``model``, ``max_new_tokens``, ``config`` as a dict, ``stop`` as a string) and their validation;
-* :data:`CALL_OPTIONS` and :meth:`SpecKVOptions.call_options`: the keyword arguments a call may override,
-  resolved and checked by the same code that checks the fields at construction;
+  (``model``, ``max_new_tokens``, ``config`` as a dict, ``stop`` as a string) and their validation
+  (unknown keywords refused; errors are the package's own, not pydantic's);
+* :data:`CALL_OPTIONS` and :func:`resolve_options`: the keyword arguments a call may override, resolved
+  and checked by the same code that checks the fields at construction;
 * :data:`ROLES` / :func:`engine_role`: message roles of both frameworks -> the engine's chat roles;
 * :func:`token_usage`: prompt / completion / total tokens of one generation.
 
@@ -17,11 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..engine.config import DEFAULT_MODEL, METHODS, SpecKVConfig
+from ..engine.errors import ConfigError, InvalidInputError, check_keywords, error_from_validation, keyword_names
 from ..engine.speckv import check_options
-from ..engine.errors import ConfigError, InvalidInputError
 
 # Keyword arguments a call may pass to override a field (anything else is refused with a clear error).
 # ``max_new_tokens`` is an alias of ``max_tokens``.
@@ -29,6 +30,10 @@ CALL_OPTIONS = (
     "method", "budget", "prompt_budget", "config", "max_tokens", "max_new_tokens", "temperature", "top_p", "seed",
     "stop",
 )
+# The fields those options override (what the engine's check_options sees).
+OPTION_FIELDS = ("method", "budget", "prompt_budget", "config", "max_tokens", "temperature", "top_p", "seed", "stop")
+# Constructor aliases -> fields, the same in both frameworks (giving both is an error, not a silent choice).
+KEYWORD_ALIASES = {"model": "target_model", "max_new_tokens": "max_tokens"}
 
 # Message roles -> engine chat roles: LangChain message types (human, ai, system) and LlamaIndex
 # MessageRole values (system, developer, user, assistant, chatbot, model). Tool and function messages
@@ -72,11 +77,58 @@ def token_usage(stats: Any) -> TokenUsage:
 
 def as_speckv_config(value: Any) -> Any:
     """``config`` given as a dict becomes a SpecKVConfig (unknown keys and bad values raise ConfigError)."""
-    return SpecKVConfig().replace(**value) if isinstance(value, Mapping) else value
+    if not isinstance(value, Mapping):
+        return value
+    if not all(isinstance(key, str) for key in value):
+        raise ConfigError(f"config keys must be SpecKVConfig field names, got {sorted(map(repr, value))}")
+    return SpecKVConfig().replace(**value)
+
+
+def as_stop_list(value: Any) -> Any:
+    """``stop`` as given, a string becoming a one-item list and a tuple a list; ConfigError for any other
+    type (the engine's check_stop then checks every sequence)."""
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple):
+        return list(value)
+    raise ConfigError(f"stop must be a string or a list of strings, got {type(value).__name__}")
+
+
+def resolve_options(fields: Mapping[str, Any], overrides: Mapping[str, Any], stop: Any = None) -> dict[str, Any]:
+    """engine.generate keyword arguments from ``fields`` (every name of :data:`OPTION_FIELDS`) overridden by
+    ``overrides`` (names of :data:`CALL_OPTIONS`) and by ``stop`` when given, checked by the engine's own
+    ``check_options``: the one path for construction (the given values over the defaults) and per call
+    (the fields under the call's options). Raises ConfigError."""
+    if "max_tokens" in overrides and "max_new_tokens" in overrides:
+        raise ConfigError("give max_tokens or its alias max_new_tokens, not both")
+    method = overrides.get("method", fields["method"])
+    prompt_budget = overrides.get("prompt_budget")
+    if prompt_budget is None and isinstance(method, str) and method in METHODS and METHODS[method].needs_prompt_budget:
+        prompt_budget = fields["prompt_budget"]  # the field applies only to the method that uses it
+    config = as_speckv_config(overrides.get("config")) if overrides.get("config") is not None else fields["config"]
+    budget = overrides.get("budget") if overrides.get("budget") is not None else fields["budget"]
+    options = {
+        "method": method,
+        "prompt_budget": prompt_budget,
+        "max_new_tokens": overrides.get("max_tokens", overrides.get("max_new_tokens", fields["max_tokens"])),
+        "temperature": overrides.get("temperature", fields["temperature"]),
+        "top_p": overrides.get("top_p", fields["top_p"]),
+        "seed": overrides.get("seed", fields["seed"]),
+    }
+    chosen_stop = as_stop_list(stop if stop is not None else overrides.get("stop", fields["stop"]))
+    cfg, stops = check_options(budget=budget, config=config, stop=chosen_stop, **options)
+    return {**options, "config": cfg, "stop": list(stops) or None}
 
 
 class SpecKVOptions(BaseModel):
-    """Model references, method, budget and sampling options; the engine is created (not loaded) lazily."""
+    """Model references, method, budget and sampling options; the engine is created (not loaded) lazily.
+
+    Construction checks every keyword (unknown ones raise :class:`UnknownOptionError` listing the accepted
+    ones) and every option with the engine's own checks, on the values as given; a failure raises the
+    package's error (ConfigError or a subclass), not pydantic's ValidationError.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -90,39 +142,47 @@ class SpecKVOptions(BaseModel):
     dtype: str = Field(default="auto", description="auto, bfloat16, float16 or float32")
     quantization: str | None = Field(default=None, description="None, 4bit or 8bit (bitsandbytes; the target only)")
     method: str = Field(default="speckv", description="a generation method of engine.config.METHODS")
-    budget: int | None = Field(default=None, description="KV entries kept per layer and KV head (overrides config)")
+    budget: int | None = Field(
+        default=None, strict=True, description="KV entries kept per layer and KV head (overrides config)"
+    )
     prompt_budget: int | None = Field(
-        default=None, description="speckv-pc only: draft tokens of the prompt SpecPC keeps"
+        default=None, strict=True, description="speckv-pc only: draft tokens of the prompt SpecPC keeps"
     )
     config: SpecKVConfig | None = Field(default=None, description="a SpecKVConfig (or a dict of its fields)")
-    max_tokens: int = Field(default=128, description="most new tokens per answer (alias: max_new_tokens)")
-    temperature: float = Field(default=0.0, description="sampling temperature; 0 is greedy")
-    top_p: float = Field(default=1.0, description="nucleus sampling mass, in (0, 1]")
+    max_tokens: int = Field(default=128, strict=True, description="most new tokens per answer (alias: max_new_tokens)")
+    temperature: float = Field(default=0.0, strict=True, description="sampling temperature; 0 is greedy")
+    top_p: float = Field(default=1.0, strict=True, description="nucleus sampling mass, in (0, 1]")
     stop: list[str] | None = Field(default=None, description="stop sequences, trimmed from the answer")
-    seed: int | None = Field(default=None, description="seed of the sampler")
+    seed: int | None = Field(default=None, strict=True, description="seed of the sampler")
     engine: Any = Field(default=None, exclude=True, description="a DraftApproxEngine to use instead of get_engine(...)")
 
     _engine: Any = PrivateAttr(default=None)
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:  # pydantic wraps our errors: raise the package's own instead
+            raise error_from_validation(type(self).__name__, exc) from None
+
     @model_validator(mode="before")
     @classmethod
-    def _accept_aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            if "model" in data and "target_model" not in data:
-                data["target_model"] = data.pop("model")
-            if "max_new_tokens" in data and "max_tokens" not in data:
-                data["max_tokens"] = data.pop("max_new_tokens")
-            data["config"] = as_speckv_config(data.get("config"))
-            if isinstance(data.get("stop"), str):
-                data["stop"] = [data["stop"]]
+    def _check_input(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        check_keywords(cls.__name__, data, keyword_names(cls) | set(KEYWORD_ALIASES))
+        data = dict(data)
+        for alias, name in KEYWORD_ALIASES.items():
+            if alias in data:
+                if name in data:
+                    raise ConfigError(f"{cls.__name__}: give {name} or its alias {alias}, not both")
+                data[name] = data.pop(alias)
+        data["config"] = as_speckv_config(data.get("config"))
+        if "stop" in data:
+            data["stop"] = as_stop_list(data["stop"])
+        # The options as given (before pydantic could coerce "7" or True), checked as a call without overrides.
+        defaults = {name: cls.model_fields[name].get_default(call_default_factory=True) for name in OPTION_FIELDS}
+        resolve_options({**defaults, **{k: v for k, v in data.items() if k in OPTION_FIELDS}}, {})
         return data
-
-    @model_validator(mode="after")
-    def _validate_options(self):
-        # The fields are checked exactly as a call without overrides: fail at construction, not at first use.
-        self.call_options({})
-        return self
 
     def resolved_config(self, budget: int | None = None, config: SpecKVConfig | None = None) -> SpecKVConfig:
         """``config`` (else the field, else the defaults) with ``budget`` (else the field) applied."""
@@ -132,26 +192,10 @@ class SpecKVOptions(BaseModel):
 
     def call_options(self, kwargs: Mapping[str, Any], stop: Any = None) -> dict[str, Any]:
         """engine.generate keyword arguments: the fields, overridden by ``kwargs`` (names of
-        :data:`CALL_OPTIONS` only) and by ``stop`` when given; every value is checked here, before any
-        weight loads, with the engine's own checks. Raises ConfigError."""
-        unknown = set(kwargs) - set(CALL_OPTIONS)
-        if unknown:
-            raise ConfigError(f"unsupported option(s) {', '.join(sorted(unknown))}; supported: {', '.join(CALL_OPTIONS)}")
-        method = kwargs.get("method", self.method)
-        prompt_budget = kwargs.get("prompt_budget")
-        if prompt_budget is None and method in METHODS and METHODS[method].needs_prompt_budget:
-            prompt_budget = self.prompt_budget  # the field applies only to the method that uses it
-        options = {
-            "method": method,
-            "config": self.resolved_config(kwargs.get("budget"), as_speckv_config(kwargs.get("config"))),
-            "prompt_budget": prompt_budget,
-            "max_new_tokens": kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_tokens)),
-            "temperature": kwargs.get("temperature", self.temperature),
-            "top_p": kwargs.get("top_p", self.top_p),
-            "seed": kwargs.get("seed", self.seed),
-        }
-        _, stops = check_options(stop=stop if stop is not None else kwargs.get("stop", self.stop), **options)
-        return {**options, "stop": list(stops) or None}
+        :data:`CALL_OPTIONS` only; UnknownOptionError for others) and by ``stop`` when given; every value is
+        checked here, before any weight loads, by :func:`resolve_options`. Raises ConfigError."""
+        check_keywords(type(self).__name__, kwargs, CALL_OPTIONS, what="option")
+        return resolve_options({name: getattr(self, name) for name in OPTION_FIELDS}, kwargs, stop)
 
     def get_engine(self):
         """The shared engine for these model references (created on first use; weights load on first call)."""

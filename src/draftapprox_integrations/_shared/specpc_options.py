@@ -5,29 +5,54 @@ in ``engine/specpc/``), and the budget rule is the engine's own (``engine.specpc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from ..engine.config import DEFAULT_MODEL, SpecPCConfig
+from ..engine.errors import ConfigError, check_keywords, error_from_validation, keyword_names
 from ..engine.specpc import DEFAULT_SEPARATOR, resolve_budget
 
 # The kept fraction when neither budget nor rate is given.
 DEFAULT_RATE = 0.1
 
-# Metadata keys the adapters add to every document / node they return.
+# Metadata the adapters add to every document / node they return. Each value goes under its namespaced key
+# (``specpc_relevance_score``, ...) and, for code written against earlier versions, under its plain name
+# (``relevance_score``, ...) too; a key the document already has is never overwritten: the user's value
+# stays, and ours is then only under the namespaced key.
 ORIGINAL_TOKENS = "original_tokens"
 COMPRESSED_TOKENS = "compressed_tokens"
 COMPRESSION_RATIO = "compression_ratio"
 RELEVANCE_SCORE = "relevance_score"
-SKIPPED = "specpc_skipped"
-ADDED_KEYS = (ORIGINAL_TOKENS, COMPRESSED_TOKENS, COMPRESSION_RATIO, RELEVANCE_SCORE, SKIPPED)
+NAMESPACE = "specpc_"
+SKIPPED = NAMESPACE + "skipped"
+PLAIN_KEYS = (ORIGINAL_TOKENS, COMPRESSED_TOKENS, COMPRESSION_RATIO, RELEVANCE_SCORE)
+ADDED_KEYS = (*(NAMESPACE + k for k in PLAIN_KEYS), *PLAIN_KEYS, SKIPPED)
+
+_CONFIG_FIELDS = tuple(SpecPCConfig.__dataclass_fields__)
+
+
+def _as_specpc_config(owner: str, config: Any, loose: dict[str, Any]) -> SpecPCConfig:
+    """``config`` (a SpecPCConfig, a dict of its fields or None) with the ``loose`` field values applied."""
+    if config is None:
+        config = SpecPCConfig()
+    elif isinstance(config, Mapping):  # unknown keys and bad values: the engine's ConfigError, as for SpecKVConfig
+        if not all(isinstance(key, str) for key in config):
+            raise ConfigError(f"{owner}: config keys must be SpecPCConfig field names, got {sorted(map(repr, config))}")
+        config = SpecPCConfig().replace(**config)
+    elif not isinstance(config, SpecPCConfig):
+        raise ConfigError(f"{owner}: config must be a SpecPCConfig or a dict of its fields, got {type(config).__name__}")
+    return config.replace(**loose) if loose else config
 
 
 class SpecPCOptions(BaseModel):
     """Draft model reference, budget (``budget`` or ``rate``), SpecPC config and output options.
 
     ``SpecPCConfig`` field names are accepted directly (``window_size=...``) and ``config`` may be a dict.
+    Construction checks every keyword (unknown ones raise :class:`UnknownOptionError` listing the accepted
+    ones) and the budget with the engine's own rule, on the values as given (``budget=True`` or ``"7"`` is
+    refused, as by ``engine.compress``); a failure raises the package's error, not pydantic's ValidationError.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -37,43 +62,45 @@ class SpecPCOptions(BaseModel):
     )
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
     dtype: str = Field(default="auto", description="auto, bfloat16, float16 or float32")
-    budget: int | None = Field(default=None, description="draft tokens kept over all documents (instead of rate)")
+    budget: int | None = Field(
+        default=None, strict=True, description="draft tokens kept over all documents (instead of rate)"
+    )
     rate: float | None = Field(
-        default=None, description=f"kept fraction of the draft tokens, in (0, 1]; {DEFAULT_RATE} when neither is given"
+        default=None,
+        strict=True,
+        description=f"kept fraction of the draft tokens, in (0, 1]; {DEFAULT_RATE} when neither is given",
     )
     config: SpecPCConfig = Field(default_factory=SpecPCConfig, description="a SpecPCConfig (or a dict of its fields)")
     separator: str = Field(default=DEFAULT_SEPARATOR, description="marks the text left out between kept spans")
-    whole_sentences: bool = Field(default=False, description="grow kept spans to whole sentences")
-    keep_empty: bool = Field(default=False, description="return documents that keep no text (else dropped)")
-    reorder_by_relevance: bool = Field(default=False, description="return the most attended documents first")
+    whole_sentences: bool = Field(default=False, strict=True, description="grow kept spans to whole sentences")
+    keep_empty: bool = Field(default=False, strict=True, description="return documents that keep no text (else dropped)")
+    reorder_by_relevance: bool = Field(
+        default=False, strict=True, description="return the most attended documents first"
+    )
     engine: Any = Field(default=None, exclude=True, description="a DraftApproxEngine to use instead of get_engine(...)")
 
     _engine: Any = PrivateAttr(default=None)
 
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:  # pydantic wraps our errors: raise the package's own instead
+            raise error_from_validation(type(self).__name__, exc) from None
+
     @model_validator(mode="before")
     @classmethod
-    def _config_from_fields(cls, data: Any) -> Any:
-        # Accept SpecPCConfig field names directly (window_size=..., kernel_size=...) and config as a dict.
+    def _check_input(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        check_keywords(cls.__name__, data, keyword_names(cls) | set(_CONFIG_FIELDS))
         data = dict(data)
-        names = set(SpecPCConfig.__dataclass_fields__)
-        loose = {k: data.pop(k) for k in list(data) if k in names}
-        config = data.get("config")
-        if isinstance(config, dict):
-            config = SpecPCConfig().replace(**config)
-        if loose:
-            config = (config or SpecPCConfig()).replace(**loose)
-        if config is not None:
-            data["config"] = config
+        loose = {k: data.pop(k) for k in list(data) if k in _CONFIG_FIELDS}
+        data["config"] = _as_specpc_config(cls.__name__, data.get("config"), loose)
+        if data.get("budget") is None and data.get("rate") is None:
+            data["rate"] = DEFAULT_RATE
+        # The engine's rule on the values as given: exactly one, budget an int >= 1, rate in (0, 1].
+        resolve_budget(1, data.get("budget"), data.get("rate"))
         return data
-
-    @model_validator(mode="after")
-    def _check_budget(self):
-        if self.budget is None and self.rate is None:
-            self.rate = DEFAULT_RATE
-        resolve_budget(1, self.budget, self.rate)  # the engine's rule: exactly one, budget >= 1, rate in (0, 1]
-        return self
 
     # -- engine ----------------------------------------------------------------------------------
 
@@ -112,10 +139,24 @@ class SpecPCOptions(BaseModel):
 
 
 def compression_metadata(doc: Any) -> dict[str, Any]:
-    """The metadata an adapter adds for one compressed document (token counts, kept fraction, relevance)."""
+    """What an adapter records for one compressed document (token counts, kept fraction, relevance), by
+    plain name; :func:`extended_metadata` decides the keys."""
     return {
         ORIGINAL_TOKENS: doc.original_tokens,
         COMPRESSED_TOKENS: doc.compressed_tokens,
         COMPRESSION_RATIO: round(doc.compression_ratio, 4),
         RELEVANCE_SCORE: doc.relevance,
     }
+
+
+def extended_metadata(user: Mapping[str, Any], ours: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(a new dict: ``user`` with ``ours`` added, the keys added). ``user`` is neither changed nor overwritten:
+    each of our values goes under its namespaced key and its plain name, wherever the key is free."""
+    meta = dict(user)
+    added = []
+    for key, value in ours.items():
+        for name in dict.fromkeys((key if key.startswith(NAMESPACE) else NAMESPACE + key, key)):
+            if name not in meta:
+                meta[name] = value
+                added.append(name)
+    return meta, added

@@ -27,7 +27,7 @@ class SpecKVParams(SpecKVOptions):
     synchronous ``_generate``; ``_stream``, ``_agenerate`` and ``_astream`` are written here on top of them.
     """
 
-    streaming: bool = Field(default=False, description="generate by streaming (callbacks see every token)")
+    streaming: bool = Field(default=False, strict=True, description="generate by streaming (callbacks see every token)")
     # Accepted so that code written for hosted models runs unchanged; a local model has no use for them.
     timeout: float | None = Field(default=None, exclude=True, description="accepted and ignored (local model)")
     max_retries: int | None = Field(default=None, exclude=True, description="accepted and ignored (local model)")

@@ -67,6 +67,8 @@ class ChatSpecKV(SpecKVParams, BaseChatModel):
     ``stop``, ``seed``. Any of method/budget/prompt_budget/config/max_tokens/temperature/top_p/seed may be
     overridden per call (``chat.invoke(msgs, budget=64)``), checked as at construction. Components built on
     the same model references share one engine; pass ``engine=`` to share one explicitly.
+    Every keyword is checked at construction (unknown ones raise UnknownOptionError listing the accepted
+    ones; bad values ConfigError, never pydantic's ValidationError), every call option before any model work.
     """
 
     @property

@@ -12,16 +12,16 @@ Without it, the LCEL equivalent is ``{"documents": r, "query": RunnablePassthrou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import Runnable, RunnableLambda
 from pydantic import ConfigDict
 
-from .._shared.specpc_options import SKIPPED, SpecPCOptions, compression_metadata
+from .._shared.specpc_options import SKIPPED, SpecPCOptions, compression_metadata, extended_metadata
 from ..engine.errors import InvalidInputError
-
 
 
 class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
@@ -29,15 +29,18 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
 
     All documents are scored together, so the token budget goes to the documents (and passages) that
     matter. Each returned document is its original text sliced at the kept spans (word boundaries, or
-    whole sentences), gaps marked with ``separator``; its metadata is kept and extended with
-    ``original_tokens``, ``compressed_tokens``, ``compression_ratio`` (kept fraction, draft tokens) and
-    ``relevance_score`` (the document's share of the draft's attention, summing to 1).
+    whole sentences), gaps marked with ``separator``. Its metadata is a new dict: the original keys and
+    values, untouched (the same objects), plus ``specpc_original_tokens``, ``specpc_compressed_tokens``,
+    ``specpc_compression_ratio`` (kept fraction, draft tokens) and ``specpc_relevance_score`` (the
+    document's share of the draft's attention, summing to 1). Each is also written under its plain name
+    (``relevance_score``, ...) unless the document already has that key: the user's value is never
+    overwritten.
 
     Budget: at most one of ``budget`` (draft tokens kept over all documents) or ``rate`` (kept fraction in
     (0, 1]); with neither, ``rate=0.1``. A budget that covers everything passes the documents through
     unchanged (relevance 0.0: nothing was scored).
     Documents whose content is not a string pass through unchanged, marked ``specpc_skipped``.
-    Documents that keep no text are dropped unless ``keep_empty``.
+    Documents that keep no text are dropped unless ``keep_empty``. The input documents are not changed.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -50,7 +53,11 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        """Compress ``documents`` for ``query``. An empty list returns an empty list."""
+        """Compress ``documents`` (a list of Document) for ``query``. An empty list returns an empty list.
+
+        Raises InvalidInputError, before the draft runs, for anything but a list of Documents or a query
+        that is not a non-empty string."""
+        documents = _checked_documents(documents)
         if not documents:
             return []
         if not isinstance(query, str) or not query.strip():
@@ -66,14 +73,12 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
         for i, doc in enumerate(documents):
             item = compressed.get(i)
             if item is None:
-                meta = dict(doc.metadata)
-                meta[SKIPPED] = f"content is {type(doc.page_content).__name__}, not text"
+                meta, _ = extended_metadata(doc.metadata, {SKIPPED: f"content is {type(doc.page_content).__name__}, not text"})
                 out.append((0.0, i, doc.model_copy(update={"metadata": meta})))
                 continue
             if not item.text and not self.keep_empty:
                 continue
-            meta = dict(doc.metadata)
-            meta.update(compression_metadata(item))
+            meta, _ = extended_metadata(doc.metadata, compression_metadata(item))
             out.append((item.relevance, i, doc.model_copy(update={"page_content": item.text, "metadata": meta})))
         return self._ordered(out)
 
@@ -107,3 +112,16 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
             return list(await self.acompress_documents(*_inputs(value)))
 
         return RunnableLambda(run, afunc=arun, name="SpecPCCompressor")
+
+
+def _checked_documents(documents: Any) -> list[Document]:
+    """``documents`` as a list, or InvalidInputError naming what was expected and what came instead."""
+    expected = "SpecPCCompressor.compress_documents takes a list of langchain_core Document objects"
+    if isinstance(documents, (str, bytes, Mapping, Document)) or not isinstance(documents, Iterable):
+        hint = " (wrap it in a list)" if isinstance(documents, Document) else ""
+        raise InvalidInputError(f"{expected}; got a {type(documents).__name__}{hint}")
+    documents = list(documents)
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, Document):
+            raise InvalidInputError(f"{expected}; item {i} is a {type(doc).__name__}: wrap text in Document(page_content=...)")
+    return documents

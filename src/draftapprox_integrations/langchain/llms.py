@@ -18,6 +18,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import Field
 
 from ._speckv_params import SpecKVParams, metadata_from_result, usage_from_stats
 
@@ -29,7 +30,7 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
     the target's chat template). Batches run one prompt after another (one engine, one lock).
     """
 
-    chat: bool = False
+    chat: bool = Field(default=False, strict=True, description="render prompts with the target's chat template")
 
     @property
     def _llm_type(self) -> str:

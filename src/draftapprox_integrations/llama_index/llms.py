@@ -27,6 +27,7 @@ from llama_index.core.base.llms.types import (
     CompletionResponseGen,
     LLMMetadata,
     MessageRole,
+    TextBlock,
 )
 from llama_index.core.bridge.pydantic import ConfigDict, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
@@ -35,18 +36,35 @@ from llama_index.core.llms.custom import CustomLLM
 
 from .._shared.speckv_options import SpecKVOptions, engine_role, token_usage
 from .._shared.threads import aiter_in_thread, run_in_thread
-from ..engine.errors import DraftApproxError
+from ..engine.errors import DraftApproxError, InvalidInputError
 from ..engine.loading import ModelFacts, describe_model
 
 logger = logging.getLogger(__name__)
 
 
+def _message_text(message: ChatMessage) -> str:
+    """The text of a message, joined from its TextBlocks; InvalidInputError for any other block (an image,
+    audio, a document, a tool call...), which a text model would otherwise drop without a word."""
+    parts = []
+    for block in message.blocks:
+        if not isinstance(block, TextBlock):
+            kind = getattr(block, "block_type", None) or type(block).__name__
+            raise InvalidInputError(f"SpecKVLLM takes text only; got a {kind!r} content block")
+        parts.append(block.text)
+    return "".join(parts)
+
+
 def to_engine_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
-    """LlamaIndex messages -> [{"role", "content"}] for the target's chat template (roles: the shared table)."""
+    """LlamaIndex messages -> [{"role", "content"}] for the target's chat template (roles: the shared table).
+    Raises InvalidInputError for a non-text block or a role outside the table."""
+    if isinstance(messages, (str, ChatMessage)) or not isinstance(messages, Sequence):
+        raise InvalidInputError(f"SpecKVLLM.chat takes a list of ChatMessage; got a {type(messages).__name__}")
     out = []
     for message in messages:
+        if not isinstance(message, ChatMessage):
+            raise InvalidInputError(f"SpecKVLLM.chat takes a list of ChatMessage; got a {type(message).__name__} in it")
         role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
-        out.append({"role": engine_role(role, "SpecKVLLM"), "content": message.content or ""})
+        out.append({"role": engine_role(role, "SpecKVLLM"), "content": _message_text(message)})
     return out
 
 
@@ -64,6 +82,10 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
     ``max_new_tokens``; = ``metadata.num_output``), ``temperature``, ``top_p``, ``stop``, ``seed``. Per call,
     method/budget/prompt_budget/config/max_tokens/temperature/top_p/seed/stop may be overridden as keyword
     arguments. ``metadata`` reads the target's config files; it never loads weights.
+
+    Every keyword and option is checked before any model work (unknown ones raise UnknownOptionError, bad
+    values ConfigError). Text only: a message with an image, audio, document or other non-text block raises
+    InvalidInputError, in chat, achat, stream_chat and astream_chat alike (when called, not when read).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
@@ -119,32 +141,35 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
         result = self.get_engine().generate(self._prompt(prompt, formatted), **self._kwargs(kwargs))
         return CompletionResponse(text=result.text, additional_kwargs=_info(result.stats, result.finish_reason))
 
-    def _completion_stream(self, prompt: str, kwargs: dict[str, Any]):
+    def _completion_stream(self, prompt: str, options: dict[str, Any]):
         text = ""
-        for piece in self.get_engine().stream(prompt, **self._kwargs(kwargs)):
+        for piece in self.get_engine().stream(prompt, **options):
             text += piece.text
             extra = _info(piece.stats, piece.finish_reason or "length") if piece.stats is not None else {}
             yield CompletionResponse(text=text, delta=piece.text, additional_kwargs=extra)
 
+    # The stream and async forms check their input on the calling thread, when called (not at the first
+    # item, not in the worker thread): the same errors as the plain forms, before any model work.
+
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        return self._completion_stream(self._prompt(prompt, formatted), kwargs)
+        return self._completion_stream(self._prompt(prompt, formatted), self._kwargs(kwargs))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        prompt = self._prompt(prompt, formatted)
-        result = await run_in_thread(self.get_engine().generate, prompt, **self._kwargs(kwargs))
+        prompt, options = self._prompt(prompt, formatted), self._kwargs(kwargs)
+        result = await run_in_thread(self.get_engine().generate, prompt, **options)
         return CompletionResponse(text=result.text, additional_kwargs=_info(result.stats, result.finish_reason))
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        prompt = self._prompt(prompt, formatted)
-        return aiter_in_thread(lambda: self._completion_stream(prompt, kwargs))
+        prompt, options = self._prompt(prompt, formatted), self._kwargs(kwargs)
+        return aiter_in_thread(lambda: self._completion_stream(prompt, options))
 
     # -- chat -------------------------------------------------------------------------------------------
 
-    def _chat_response(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> ChatResponse:
-        result = self.get_engine().generate(to_engine_messages(messages), chat=True, **self._kwargs(kwargs))
+    def _chat_response(self, messages: list[dict[str, str]], options: dict[str, Any]) -> ChatResponse:
+        result = self.get_engine().generate(messages, chat=True, **options)
         return ChatResponse(
             message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
             additional_kwargs=_info(result.stats, result.finish_reason),
@@ -152,11 +177,11 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self._chat_response(messages, kwargs)
+        return self._chat_response(to_engine_messages(messages), self._kwargs(kwargs))
 
-    def _chat_stream(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]):
+    def _chat_stream(self, messages: list[dict[str, str]], options: dict[str, Any]):
         text = ""
-        for piece in self.get_engine().stream(to_engine_messages(messages), chat=True, **self._kwargs(kwargs)):
+        for piece in self.get_engine().stream(messages, chat=True, **options):
             text += piece.text
             extra = _info(piece.stats, piece.finish_reason or "length") if piece.stats is not None else {}
             yield ChatResponse(
@@ -165,12 +190,14 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return self._chat_stream(messages, kwargs)
+        return self._chat_stream(to_engine_messages(messages), self._kwargs(kwargs))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await run_in_thread(self._chat_response, messages, kwargs)
+        engine_messages, options = to_engine_messages(messages), self._kwargs(kwargs)
+        return await run_in_thread(self._chat_response, engine_messages, options)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return aiter_in_thread(lambda: self._chat_stream(messages, kwargs))
+        engine_messages, options = to_engine_messages(messages), self._kwargs(kwargs)
+        return aiter_in_thread(lambda: self._chat_stream(engine_messages, options))

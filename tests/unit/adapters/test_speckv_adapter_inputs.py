@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from langchain_core.messages import HumanMessage, ToolMessage
-from pydantic import ValidationError
 
 from draftapprox_integrations.engine import ConfigError
 from draftapprox_integrations.engine.errors import InvalidInputError
@@ -17,11 +16,11 @@ def test_langchain_construction_validates_cheaply():
         model = cls(budget=64, method="snapkv", max_tokens=7, model="smollm2-135m-instruct", dtype="float16")
         assert model.get_engine().loaded is False  # nothing loaded by construction
         assert model.target_model == "smollm2-135m-instruct" and model.max_tokens == 7
-        with pytest.raises(ValidationError, match="window_size"):
+        with pytest.raises(ConfigError, match="window_size"):
             cls(budget=16)  # the default window (32) does not fit
-        with pytest.raises(ValidationError, match="unknown method"):
+        with pytest.raises(ConfigError, match="unknown method"):
             cls(method="h2o")
-        with pytest.raises(ValidationError, match="prompt_budget"):
+        with pytest.raises(ConfigError, match="prompt_budget"):
             cls(method="speckv-pc", budget=64)
 
 
@@ -44,9 +43,9 @@ def test_llama_index_construction_validates_cheaply():
 
     llm = SpecKVLLM(budget=64, device="cpu", dtype="float16")
     assert llm.get_engine().loaded is False
-    with pytest.raises(ValidationError, match="window_size"):
+    with pytest.raises(ConfigError, match="window_size"):
         SpecKVLLM(budget=8)
-    with pytest.raises(ValidationError, match="unknown method"):
+    with pytest.raises(ConfigError, match="unknown method"):
         SpecKVLLM(method="h2o")
     with pytest.raises(ConfigError, match="unsupported option"):
         llm.complete("hi", frequency_penalty=0.5)
