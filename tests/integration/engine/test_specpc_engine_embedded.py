@@ -37,9 +37,10 @@ def test_needle_survives_10_percent_of_a_2k_haystack(smollm2_draft_engine):
     text = " ".join(sentences)
     result = smollm2_draft_engine.compress(text, QUESTION, rate=0.1)
     assert 1800 <= result.original_tokens <= 2600
-    assert result.selected_tokens == round(0.1 * result.original_tokens)
+    assert result.budget == round(0.1 * result.original_tokens)
+    # Whole words are kept only while they fit: the kept text never exceeds the budget.
+    assert result.selected_tokens <= result.compressed_tokens <= result.budget and result.within_budget
     assert NEEDLE in result.text
-    assert result.compressed_tokens <= 0.12 * result.original_tokens
     _check_spans(text, result.documents[0], " … ")
 
 
@@ -58,5 +59,6 @@ def test_needle_survives_chunked_scoring(smollm2_draft_engine):
     text = " ".join(sentences)
     result = smollm2_draft_engine.compress(text, QUESTION, rate=0.1, max_prompt_tokens=700)
     assert result.chunks >= 3
-    assert result.selected_tokens == round(0.1 * result.original_tokens)
+    assert result.budget == round(0.1 * result.original_tokens)
+    assert result.selected_tokens <= result.compressed_tokens <= result.budget
     assert NEEDLE in result.text

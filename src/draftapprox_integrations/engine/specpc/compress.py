@@ -12,12 +12,13 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from ..alignment import count_tokens_in_spans, render_spans, snap_to_sentences, snap_to_words, token_spans, tokenize_with_offsets
+from ..alignment import render_spans, tokenize_with_offsets
 from ..config import SpecPCConfig
 from ..errors import ConfigError, InvalidInputError
+from .fitting import spend_budget
 from .results import CompressedDocument, CompressionResult
 from .scorer import EncodedDocuments, ScoredContext, score_context
-from .selection import resolve_budget, select_tokens
+from .selection import rank_positions, resolve_budget
 
 DEFAULT_SEPARATOR = " … "
 
@@ -65,19 +66,26 @@ def prepare(
 ) -> CompressionRequest:
     """Check every argument of a compression call; raises ConfigError / InvalidInputError, loads nothing.
 
-    ``config_overrides`` are SpecPCConfig field names (``window_size=32``) applied over ``config``.
+    ``config_overrides`` are SpecPCConfig field names (``window_size=32``) applied over ``config``. Text
+    that is not valid Unicode (lone surrogates, e.g. bytes read with ``surrogateescape``) is refused here,
+    naming the document, before any tokenizer sees it.
     """
     config = _config_with(config, config_overrides)
     texts, single = _as_texts(context)
+    for i, text in enumerate(texts):
+        _check_unicode(text, "the context" if single else f"document {i}")
     if query is not None:
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
         if not query.strip():
             raise InvalidInputError("query is empty: pass the question, or query=None to compress without one")
+        _check_unicode(query, "the query")
     if not isinstance(separator, str):
         raise ConfigError(f"separator must be a string, got {separator!r}")
-    if lookahead_text is not None and not isinstance(lookahead_text, str):
-        raise ConfigError(f"lookahead_text must be a string, got {type(lookahead_text).__name__}")
+    if lookahead_text is not None:
+        if not isinstance(lookahead_text, str):
+            raise ConfigError(f"lookahead_text must be a string, got {type(lookahead_text).__name__}")
+        _check_unicode(lookahead_text, "lookahead_text")
     cap = max_prompt_tokens
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 16):
         raise ConfigError(f"max_prompt_tokens must be an integer >= 16, got {cap!r}")
@@ -115,11 +123,12 @@ def finish(request: CompressionRequest, scored: ScoredRequest) -> CompressionRes
         scored.scored, scored.keep, request.config, separator=request.separator, whole_sentences=request.whole_sentences
     )
     shown = request.lookahead_text if request.lookahead_text is not None else " | ".join(scored.scored.lookaheads)
+    kept = sum(d.compressed_tokens for d in docs)
     return CompressionResult(
         text=_join(docs, request.single),
         documents=docs,
         original_tokens=total,
-        compressed_tokens=sum(d.compressed_tokens for d in docs),
+        compressed_tokens=kept,
         seconds=time.perf_counter() - scored.started,
         lookahead_text=shown,
         budget=scored.keep,
@@ -128,6 +137,7 @@ def finish(request: CompressionRequest, scored: ScoredRequest) -> CompressionRes
         chunks=scored.scored.chunks,
         query=request.query,
         scores=list(scored.scored.scores) if request.return_scores else None,
+        over_budget_tokens=max(0, kept - scored.keep),
     )
 
 
@@ -145,41 +155,42 @@ def select_documents(
     separator: str = DEFAULT_SEPARATOR,
     whole_sentences: bool = False,
 ) -> tuple[list[CompressedDocument], int]:
-    """Spend ``keep`` tokens over all documents by their scores; returns the documents and tokens selected."""
+    """Spend ``keep`` tokens over all documents by their scores; returns the documents and tokens selected.
+
+    The tokens are ranked once over all documents (``rank_positions``: pooled scores, neighbours, the
+    window first without a query) and whole units are taken in that order while they fit (``fitting``):
+    words of at most ``alignment.MAX_WORD_TOKENS`` tokens, or whole sentences. The kept tokens of all
+    documents together never exceed ``keep``.
+    """
     total = scored.total_tokens
     flat = torch.cat(scored.scores) if scored.scores else torch.zeros(0)
     protected = torch.zeros(total, dtype=torch.bool)
     if scored.query is None:
-        # A plain prompt: its own tail is the observation window, always kept.
+        # A plain prompt: its own tail is the observation window, kept first.
         protected[max(0, total - config.window_size) :] = True
-    kept = select_tokens(
-        flat, keep, kernel_size=config.kernel_size, pooling=config.pooling, neighbors=config.neighbors, protected=protected
+    order = rank_positions(
+        flat, kernel_size=config.kernel_size, pooling=config.pooling, neighbors=config.neighbors, protected=protected
     )
-    mask = torch.zeros(total, dtype=torch.bool)
-    mask[kept] = True
+    spans, selected, compressed = spend_budget(scored.texts, scored.offsets, order.tolist(), keep, whole_sentences)
     mass = flat.clamp_min(0)
     total_mass = float(mass.sum()) or 1.0
     docs: list[CompressedDocument] = []
     start = 0
     for i, (text, offsets) in enumerate(zip(scored.texts, scored.offsets)):
         n = len(offsets)
-        chosen = mask[start : start + n].nonzero().flatten().tolist()
-        spans = token_spans(offsets, chosen)
-        spans = snap_to_sentences(text, spans) if whole_sentences else snap_to_words(text, spans)
         docs.append(
             CompressedDocument(
                 index=i,
-                text=render_spans(text, spans, separator),
-                spans=spans,
+                text=render_spans(text, spans[i], separator),
+                spans=spans[i],
                 original_tokens=n,
-                compressed_tokens=count_tokens_in_spans(offsets, spans),
+                compressed_tokens=compressed[i],
                 relevance=float(mass[start : start + n].sum()) / total_mass,
-                selected_tokens=len(chosen),
+                selected_tokens=selected[i],
             )
         )
         start += n
-    return docs, int(kept.numel())
-
+    return docs, sum(selected)
 
 
 def _passthrough(request: CompressionRequest, docs: EncodedDocuments, keep: int, started: float) -> CompressionResult:
@@ -239,6 +250,16 @@ def _as_texts(context: str | Sequence[str]) -> tuple[list[str], bool]:
                 "(convert it to a string, or leave such documents out)"
             )
     return texts, False
+
+
+def _check_unicode(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidInputError(
+            f"{what} is not valid Unicode text: a lone surrogate {text[err.start]!r} at character {err.start} "
+            "(text read with errors='surrogateescape'?); decode the bytes with errors='replace' or drop them"
+        ) from None
 
 
 def _join(docs: list[CompressedDocument], single: bool) -> str:

@@ -30,7 +30,15 @@ class CompressedDocument:
 
 @dataclass
 class CompressionResult:
-    """What ``compress`` returns. Token counts are draft tokens."""
+    """What ``compress`` returns. Token counts are draft tokens.
+
+    ``compressed_tokens`` (the tokens inside the kept spans) is at most ``budget``, for any input: SpecPC
+    keeps whole units (words of at most ``alignment.MAX_WORD_TOKENS`` tokens, or sentences) only while they
+    fit. ``over_budget_tokens`` is how far it still went over (0 unless that rule is ever broken; a budget
+    that covers the whole context passes it through, at or under the budget), ``within_budget`` whether it
+    held; both are in :meth:`stats`. ``selected_tokens`` counts the tokens of the units taken (the
+    kept tokens less the whitespace tokens that join neighbouring units).
+    """
 
     text: str
     documents: list[CompressedDocument]
@@ -44,10 +52,15 @@ class CompressionResult:
     chunks: int = 0
     query: str | None = None
     scores: list[torch.Tensor] | None = field(default=None, repr=False)
+    over_budget_tokens: int = 0
 
     @property
     def compression_ratio(self) -> float:
         return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+    @property
+    def within_budget(self) -> bool:
+        return self.over_budget_tokens == 0
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -55,6 +68,8 @@ class CompressionResult:
             "compressed_tokens": self.compressed_tokens,
             "selected_tokens": self.selected_tokens,
             "budget": self.budget,
+            "over_budget_tokens": self.over_budget_tokens,
+            "within_budget": self.within_budget,
             "compression_ratio": round(self.compression_ratio, 4),
             "seconds": round(self.seconds, 3),
             "chunks": self.chunks,

@@ -81,6 +81,35 @@ def _unique_in_order(values: torch.Tensor) -> torch.Tensor:
     return uniq[first.argsort()]
 
 
+def rank_positions(
+    scores: torch.Tensor,
+    *,
+    kernel_size: int,
+    pooling: str,
+    neighbors: int,
+    protected: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Every position once, in the order SpecPC spends a budget on them.
+
+    First the ``protected`` positions (the window), last first; then the positions by their pooled score
+    (ties: the earlier first), each followed by its ``neighbors`` nearest neighbours (nearest first, left
+    before right), de-duplicated in that order.
+    """
+    if scores.dim() != 1:
+        raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
+    length = scores.numel()
+    device = scores.device
+    if protected is None:
+        protected = torch.zeros(length, dtype=torch.bool, device=device)
+    protected_idx = protected.nonzero().flatten().flip(0)
+    pooled = pool1d(scores.float()[None], kernel_size, pooling)[0].masked_fill(protected, float("-inf"))
+    ranked = torch.sort(pooled, descending=True, stable=True).indices[: length - protected_idx.numel()]
+    grown = (ranked[:, None] + neighbor_offsets(neighbors).to(device)[None, :]).reshape(-1)
+    grown = grown[(grown >= 0) & (grown < length)]
+    grown = grown[~protected[grown]]
+    return torch.cat([protected_idx, _unique_in_order(grown)])
+
+
 def select_tokens(
     scores: torch.Tensor,
     budget: int,
@@ -90,37 +119,21 @@ def select_tokens(
     neighbors: int,
     protected: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sorted indices of exactly ``min(budget, L)`` positions to keep, SpecPC's selection.
+    """Sorted indices of exactly ``min(budget, L)`` positions to keep, SpecPC's token-level selection.
 
     scores [L]; protected: bool [L] of positions always kept (the window), counted in the budget; if it
     alone exceeds the budget, its last ``budget`` positions are kept. The rest of the budget goes to the
     top positions of the pooled scores, each grown by its ``neighbors`` nearest neighbours (nearest first),
-    de-duplicated in rank order and cut to the budget. Ties rank the earlier position first.
+    de-duplicated in rank order and cut to the budget: the first ``budget`` of :func:`rank_positions`.
     """
     if scores.dim() != 1:
         raise ValueError(f"scores must be 1-D, got shape {tuple(scores.shape)}")
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
-    length = scores.numel()
-    device = scores.device
-    if budget >= length:
-        return torch.arange(length, device=device)
-    if protected is None:
-        protected = torch.zeros(length, dtype=torch.bool, device=device)
-    protected_idx = protected.nonzero().flatten()
-    if protected_idx.numel() >= budget:
-        return protected_idx[protected_idx.numel() - budget :]
-    remaining = budget - protected_idx.numel()
-    pooled = pool1d(scores.float()[None], kernel_size, pooling)[0]
-    pooled = pooled.masked_fill(protected, float("-inf"))
-    ranked = torch.sort(pooled, descending=True, stable=True).indices[:remaining]
-    grown = (ranked[:, None] + neighbor_offsets(neighbors).to(device)[None, :]).reshape(-1)
-    inside = (grown >= 0) & (grown < length)
-    grown = grown[inside]
-    grown = grown[~protected[grown]]
-    chosen = _unique_in_order(grown)[:remaining]
-    return torch.sort(torch.cat([chosen, protected_idx])).values
-
+    if budget >= scores.numel():
+        return torch.arange(scores.numel(), device=scores.device)
+    order = rank_positions(scores, kernel_size=kernel_size, pooling=pooling, neighbors=neighbors, protected=protected)
+    return torch.sort(order[:budget]).values
 
 
 def resolve_budget(total_tokens: int, budget: int | None, rate: float | None) -> int:
