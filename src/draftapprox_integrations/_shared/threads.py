@@ -1,18 +1,20 @@
 """Run the (blocking, CPU/GPU-bound) engine from async code without blocking the event loop.
 
-A generation holds the engine's re-entrant lock from its first token to its last, and a re-entrant lock
-belongs to one thread: a stream must therefore be consumed entirely inside *one* worker thread (running
-each ``next()`` in whatever executor thread is free, as generic adapters do, would release the lock from
-the wrong thread). :func:`aiter_in_thread` runs the whole iteration in a dedicated thread and hands the
-items to the loop through an ``asyncio.Queue``.
+:func:`run_in_thread` runs one call in a worker thread; :func:`aiter_in_thread` runs a whole stream in one
+dedicated thread and hands its items to the loop through an ``asyncio.Queue``. Both give the call a cancel
+event (``engine.locking.cancellation_scope``): when the awaiting task is cancelled, or the async stream's
+reader stops, the engine stops the call before its next step instead of finishing it for no one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
+
+from ..engine.locking import cancellation_scope, reset_cancellation
 
 T = TypeVar("T")
 
@@ -20,22 +22,37 @@ _DONE = object()
 
 
 async def run_in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` in a worker thread; the loop stays free meanwhile."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
+    """``fn(*args, **kwargs)`` in a worker thread; the loop stays free meanwhile. Cancelling the awaiting
+    task asks the engine to stop the call before its next step."""
+    cancel, token = cancellation_scope()  # asyncio.to_thread runs fn in a copy of this context
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except asyncio.CancelledError:
+        cancel.set()
+        raise
+    finally:
+        reset_cancellation(token)
 
 
 async def aiter_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
     """Iterate ``make_iterator()`` in one dedicated thread, yielding its items on the event loop.
 
     Errors raised while creating or iterating are re-raised here. If the consumer stops early, the
-    thread closes the iterator at its next item (so the engine lock is released in the thread that took it).
+    thread closes the iterator at its next item, and the engine stops before its next step.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    cancelled = threading.Event()
+    cancelled, token = cancellation_scope()
+    context = contextvars.copy_context()  # the worker sees the cancel event: the engine stops between steps
+    reset_cancellation(token)
 
     def put(item: Any) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
+        if cancelled.is_set():
+            return  # the reader has gone
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is already closed: nobody is listening any more
+            pass
 
     def worker() -> None:
         iterator = None
@@ -51,12 +68,9 @@ async def aiter_in_thread(make_iterator: Callable[[], Iterator[T]]) -> AsyncIter
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
-            try:
-                put(("done", _DONE))
-            except RuntimeError:  # the loop is already closed: nobody is listening any more
-                pass
+            put(("done", _DONE))
 
-    thread = threading.Thread(target=worker, name="draftapprox-stream", daemon=True)
+    thread = threading.Thread(target=context.run, args=(worker,), name="draftapprox-stream", daemon=True)
     thread.start()
     try:
         while True:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,15 +11,9 @@ import torch
 from . import specpc, speckv
 from .config import DEFAULT_MODEL, METHODS, SpecKVConfig, SpecPCConfig
 from .errors import EngineUsageError
-from .loading import (
-    LoadedModel,
-    ModelSource,
-    check_quantization,
-    load_model,
-    resolve_device,
-    resolve_dtype,
-    resolve_reference,
-)
+from .loading import LoadedModel, ModelSource, check_quantization, resolve_device, resolve_dtype, resolve_reference
+from .locking import FairRLock, stepwise
+from .weights import load_shared
 
 
 class DraftApproxEngine:
@@ -30,10 +23,11 @@ class DraftApproxEngine:
     loaded on first use. ``target_model=None`` gives a draft-only engine (enough for SpecPC compression).
     ``quantization`` ("4bit"/"8bit", bitsandbytes) applies to the target; the draft stays in ``dtype``.
 
-    All model work runs under one re-entrant lock, taken once per call here and nowhere below: the
-    attention capture and the KV cache surgery are per-call state on shared modules, and on a CPU two
-    concurrent forwards only compete for the same cores. The methods below this facade take loaded models
-    and a validated request; every argument is checked before any weight is loaded.
+    Model work runs under one fair re-entrant lock (``locking.FairRLock``), taken here and nowhere below,
+    one step at a time: a SpecPC scoring pass, a generation's prefill, each decode step. The attention
+    capture and the KV cache surgery are per-call state on shared modules, and on a CPU two concurrent
+    forwards only compete for the same cores. The methods below this facade take loaded models and a
+    validated request; every argument is checked before any weight is loaded.
     """
 
     def __init__(
@@ -52,14 +46,14 @@ class DraftApproxEngine:
         self.quantization = check_quantization(quantization)
         self.draft_source: ModelSource | None = resolve_reference(draft_model) if draft_model is not None else None
         self.target_source: ModelSource | None = resolve_reference(target_model) if target_model is not None else None
-        self._lock = threading.RLock()
+        self._lock = FairRLock()
         self._draft: LoadedModel | None = None
         self._target: LoadedModel | None = None
 
     # -- models ---------------------------------------------------------------------------------
 
     @property
-    def lock(self) -> threading.RLock:
+    def lock(self) -> FairRLock:
         return self._lock
 
     @property
@@ -77,7 +71,7 @@ class DraftApproxEngine:
             raise EngineUsageError("this engine has no draft model; construct it with draft_model=...")
         with self._lock:
             if self._draft is None:
-                self._draft = _load_shared(self.draft_source, device=self.device, dtype=self.dtype)
+                self._draft = load_shared(self.draft_source, device=self.device, dtype=self.dtype)
             return self._draft
 
     @property
@@ -91,7 +85,7 @@ class DraftApproxEngine:
         with self._lock:
             if self._target is None:
                 # One model as its own draft (unquantised) gets the draft's copy from the shared registry.
-                self._target = _load_shared(
+                self._target = load_shared(
                     self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization
                 )
             return self._target
@@ -186,9 +180,8 @@ class DraftApproxEngine:
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed, chat=chat,
             specpc_config=specpc_config, has_draft=self.has_draft,
         )
-        with self._lock:
-            plan = speckv.tokenize_plan(plan, self.target)
-            return speckv.generate(plan, self.target, self._draft_for(plan.method))
+        plan = speckv.tokenize_plan(plan, self.target)
+        return speckv.GenerationResult.from_chunks(self._steps(plan))
 
     def stream(
         self,
@@ -209,7 +202,9 @@ class DraftApproxEngine:
         """Like :meth:`generate` (same arguments), as an iterator of text deltas; the last chunk carries the
         stats and the finish reason. Arguments and the prompt's length are checked now, before the first chunk.
 
-        The engine lock is held while the iterator runs, from its first chunk to its last (or to ``close()``).
+        The engine lock is held only while a chunk is computed (the prefill, then one decode step), never
+        while the stream waits for its reader: a paused or abandoned stream, or one read from several
+        threads, holds up no other call. ``close()`` (or dropping the iterator) ends the generation.
         """
         plan = speckv.check_generation(
             prompt, method=method, budget=budget, config=config, prompt_budget=prompt_budget,
@@ -217,11 +212,11 @@ class DraftApproxEngine:
             specpc_config=specpc_config, has_draft=self.has_draft,
         )
         plan = speckv.tokenize_plan(plan, self.target)
-        return self._locked_stream(plan)
+        return self._steps(plan)
 
-    def _locked_stream(self, plan: speckv.GenerationPlan) -> Iterator[speckv.StreamChunk]:
-        with self._lock:
-            yield from speckv.run_generation(plan, self.target, self._draft_for(plan.method))
+    def _steps(self, plan: speckv.GenerationPlan) -> Iterator[speckv.StreamChunk]:
+        """The generation's chunks, each computed under the lock (a cancelled caller stops it between two)."""
+        return stepwise(self._lock, lambda: speckv.run_generation(plan, self.target, self._draft_for(plan.method)))
 
     def _draft_for(self, method: str):
         """The loaded draft when ``method`` runs one (loading it now), else None."""
@@ -243,24 +238,6 @@ class DraftApproxEngine:
     def __repr__(self) -> str:
         d = self.describe()
         return f"DraftApproxEngine(draft={d['draft']!r}, target={d['target']!r}, device={d['device']!r}, dtype={d['dtype']!r})"
-
-
-# -- shared weights ---------------------------------------------------------------------------------
-
-# Engines that name the same model (a draft-only compressor engine and a draft+target LLM engine, say)
-# share one loaded copy. Weak values: the weights are freed once no engine holds them.
-_loaded_models: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-_loaded_lock = threading.Lock()
-
-
-def _load_shared(source: ModelSource, *, device: torch.device, dtype: torch.dtype, quantization: str | None = None) -> LoadedModel:
-    key = (source.kind, source.location, str(device), dtype, quantization)
-    with _loaded_lock:
-        loaded = _loaded_models.get(key)
-        if loaded is None:
-            loaded = load_model(source, device=device, dtype=dtype, quantization=quantization)
-            _loaded_models[key] = loaded
-        return loaded
 
 
 # -- shared engines ---------------------------------------------------------------------------------

@@ -79,6 +79,10 @@ class MissingExtraError(DraftApproxError, ImportError):
                 raise cls(feature, extra, module)
 
 
+class RequestCancelled(DraftApproxError):
+    """The caller cancelled a call that was still running (an async call whose task was cancelled)."""
+
+
 def check_keywords(owner: str, given: Iterable[str], accepted: Iterable[str], what: str = "keyword argument") -> None:
     """UnknownOptionError naming every name of ``given`` not in ``accepted`` (with close matches) and listing
     what ``owner`` accepts; nothing when all are known."""

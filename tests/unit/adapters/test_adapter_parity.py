@@ -169,10 +169,10 @@ def no_weights(monkeypatch):
 
     from transformers import AutoModelForCausalLM
 
-    from draftapprox_integrations.engine import engine as facade
+    from draftapprox_integrations.engine import weights
 
     monkeypatch.setattr(loading, "load_model", refuse)
-    monkeypatch.setattr(facade, "load_model", refuse)
+    monkeypatch.setattr(weights, "load_model", refuse)
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
     monkeypatch.setattr(loading, "_facts_cache", {})
 

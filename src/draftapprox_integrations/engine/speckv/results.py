@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,6 +48,20 @@ class GenerationResult:
     token_ids: list[int]
     finish_reason: str  # "stop" | "length" | "eos"
     stats: GenerationStats
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[StreamChunk]) -> GenerationResult:
+        """The whole answer of a stream of chunks (the last one carries the stats)."""
+        text, ids, finish, stats = "", [], "length", None
+        for chunk in chunks:
+            text += chunk.text
+            if chunk.token_id is not None:
+                ids.append(chunk.token_id)
+            if chunk.stats is not None:
+                stats, finish = chunk.stats, chunk.finish_reason or finish
+        if stats is None:
+            raise RuntimeError("the generation ended without its final chunk")
+        return cls(text=text, token_ids=ids, finish_reason=finish, stats=stats)
 
 
 @dataclass
