@@ -14,6 +14,8 @@ from .engine import (
     IncompatibleModelsError,
     MissingEmbeddedModelError,
     MissingExtraError,
+    RequestCancelled,
+    UnknownOptionError,
     ModelReferenceError,
     SpecKVConfig,
     SpecPCConfig,
@@ -36,6 +38,8 @@ __all__ = [
     "IncompatibleModelsError",
     "MissingEmbeddedModelError",
     "MissingExtraError",
+    "RequestCancelled",
+    "UnknownOptionError",
     "ModelReferenceError",
     "__version__",
 ]

@@ -72,7 +72,7 @@ class SpecPCOptions(BaseModel):
     )
     config: SpecPCConfig = Field(default_factory=SpecPCConfig, description="a SpecPCConfig (or a dict of its fields)")
     separator: str = Field(default=DEFAULT_SEPARATOR, description="marks the text left out between kept spans")
-    whole_sentences: bool = Field(default=False, strict=True, description="grow kept spans to whole sentences")
+    whole_sentences: bool = Field(default=False, strict=True, description="keep whole sentences, best first, while they fit the budget")
     keep_empty: bool = Field(default=False, strict=True, description="return documents that keep no text (else dropped)")
     reorder_by_relevance: bool = Field(
         default=False, strict=True, description="return the most attended documents first"

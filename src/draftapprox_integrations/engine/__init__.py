@@ -11,6 +11,8 @@ from .errors import (
     InvalidInputError,
     MissingEmbeddedModelError,
     MissingExtraError,
+    RequestCancelled,
+    UnknownOptionError,
     ModelReferenceError,
 )
 from .loading import EMBEDDED_MODELS, cache_dir, resolve_reference
@@ -37,5 +39,7 @@ __all__ = [
     "InvalidInputError",
     "MissingEmbeddedModelError",
     "MissingExtraError",
+    "RequestCancelled",
+    "UnknownOptionError",
     "ModelReferenceError",
 ]

@@ -133,7 +133,7 @@ class DraftApproxEngine:
         context: one text or a sequence of documents; query: the question, or None to compress a plain
         prompt (its tail is then the observation window and is always kept). Exactly one of budget / rate.
         config: a SpecPCConfig; its field names may also be passed as keywords (``window_size=32``).
-        separator: marks elided text; whole_sentences: grow kept spans to whole sentences; lookahead_text:
+        separator: marks elided text; whole_sentences: keep whole sentences, best first, while they fit; lookahead_text:
         score with this answer instead of letting the draft write one; max_prompt_tokens: cap on one draft
         prompt (longer inputs are scored in chunks); return_scores: keep the per-token scores.
         Every argument is checked before the draft loads; only the draft's forwards run under the lock.
