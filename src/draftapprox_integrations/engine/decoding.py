@@ -39,6 +39,8 @@ def check_stop(stop: Sequence[str] | str | None) -> tuple[str, ...]:
         return ()
     if isinstance(stop, str):
         stop = [stop]
+    if not isinstance(stop, (list, tuple)):
+        raise ConfigError(f"stop must be a string or a list of strings, got {type(stop).__name__}")
     out = tuple(stop)
     for s in out:
         if not isinstance(s, str) or not s:

@@ -255,6 +255,9 @@ def test_check_stop_normalises_and_refuses_empty():
     for bad in ("", ["ok", ""], [None], ["ok", 3]):
         with pytest.raises(ConfigError, match="non-empty strings"):
             check_stop(bad)
+    for bad in (5, {"a": 1}, b"bytes"):  # FINDINGS BUG-13: stop=5 was a raw TypeError
+        with pytest.raises(ConfigError, match="stop must be"):
+            check_stop(bad)
 
 
 # -- decode_tokens on a tiny random llama --------------------------------------------------------------
