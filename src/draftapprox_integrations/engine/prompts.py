@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInputError
 
 if TYPE_CHECKING:
     from .loading import LoadedModel
@@ -19,8 +19,12 @@ Messages = list[dict[str, str]]
 
 
 def normalize_messages(prompt: Prompt, chat: bool | None) -> tuple[Messages | None, str | None]:
-    """(messages, None) for a chat prompt, (None, text) for a plain one; raises ConfigError on empty input."""
+    """(messages, None) for a chat prompt, (None, text) for a plain one.
+
+    Raises ConfigError on empty input and InvalidInputError on text that is not valid Unicode.
+    """
     if isinstance(prompt, str):
+        check_text(prompt, "the prompt")
         if not prompt.strip():
             raise ConfigError("the prompt is empty: pass some text (or a non-empty list of messages)")
         if chat:
@@ -33,6 +37,8 @@ def normalize_messages(prompt: Prompt, chat: bool | None) -> tuple[Messages | No
         for m in prompt:
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 raise ConfigError(f"each message must be a dict with string 'role' and 'content', got {m!r}")
+            check_text(m["role"], f"the role of message {len(messages) + 1}")
+            check_text(m["content"], f"message {len(messages) + 1}")
             messages.append({"role": m["role"], "content": m["content"]})
         if not any(m["content"].strip() for m in messages):
             raise ConfigError("every message of the prompt is empty")
@@ -40,6 +46,18 @@ def normalize_messages(prompt: Prompt, chat: bool | None) -> tuple[Messages | No
             return None, transcript(messages)
         return messages, None
     raise ConfigError(f"prompt must be a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")
+
+
+def check_text(text: str, what: str) -> None:
+    """Raise InvalidInputError unless ``text`` is valid Unicode: no lone surrogate (U+D800..U+DFFF), which no
+    tokenizer can encode (bytes that are not UTF-8 arrive as such when read with ``surrogateescape``)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{what} is not valid Unicode text: it holds a lone surrogate (U+{ord(text[exc.start]):04X}) at character "
+            f"{exc.start}, e.g. from bytes that are not UTF-8; decode the input as UTF-8 and pass real text"
+        ) from None
 
 
 def transcript(messages: Sequence[dict[str, str]]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from ..engine.config import DEFAULT_MODEL
 from ..engine.errors import MissingExtraError
@@ -80,36 +81,44 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommands(sub) -> None:
+def _device_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
+    parser.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default: %(default)s)")
+
+
+def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Add ``eval`` and ``bench`` to the main parser's subparsers (``parents``: options every command shares)."""
     ev = sub.add_parser(
         "eval",
+        parents=list(parents),
         help="quality at a budget on offline RULER-style tasks (resumable JSONL, markdown table, PNG plot)",
         description=(
             f"Default grid: {DEFAULT_GRID}. --grid large: {LARGE_GRID}. Results are appended to OUT/results.jsonl "
-            "(rows already there are skipped), then OUT/results.md and OUT/accuracy.png are rendered."
+            "(rows already there are skipped), then OUT/results.md and OUT/accuracy.png are rendered. "
+            "Exit status 1 when some rows failed (they are recorded)."
         ),
     )
-    ev.add_argument("--draft", default=DEFAULT_MODEL)
-    ev.add_argument("--target", default=DEFAULT_MODEL)
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--draft", default=DEFAULT_MODEL, help="draft model reference: alias, folder, .gguf or hub id (default: %(default)s)")
+    ev.add_argument("--target", default=DEFAULT_MODEL, help="target model reference (default: %(default)s)")
+    _device_args(ev)
     ev.add_argument("--grid", choices=["small", "large"], default="small", help="preset grid; the options below override it")
     ev.add_argument("--methods", nargs="+", choices=METHODS, help=f"default: all ({', '.join(METHODS)})")
-    ev.add_argument("--budgets", nargs="+", type=int)
-    ev.add_argument("--tasks", nargs="+", choices=list(TASKS))
+    ev.add_argument("--budgets", nargs="+", type=int, help="KV entries kept per layer and head (SpecPC: context tokens kept)")
+    ev.add_argument("--tasks", nargs="+", choices=list(TASKS), help="tasks to run (default: the grid's)")
     ev.add_argument("--lengths", nargs="+", type=int, help="context lengths in target tokens (256..131072)")
     ev.add_argument("--samples", type=int, help="samples per task and length")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the generated samples (default: %(default)s)")
     ev.add_argument("--out", default="draftapprox-results/eval", help="output folder (JSONL, table, plot)")
     ev.add_argument("--prompt-style", choices=PROMPT_STYLES, default="auto", help="auto: chat template when the target has one")
     ev.add_argument("--pc-prompt-factor", type=float, default=2.0, help="speckv-pc: SpecPC keeps factor x budget prompt tokens")
     ev.add_argument("--max-new-tokens", type=int, default=None, help="default: per task (24-96)")
-    ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--render-only", action="store_true", help="only re-render OUT/results.md and OUT/accuracy.png from OUT/results.jsonl")
     ev.set_defaults(func=cmd_eval)
 
     be = sub.add_parser(
         "bench",
+        parents=list(parents),
         help="cost as context grows: TTFT, latency, decode tokens/s, peak memory, KV bytes, compression time",
         description=(
             f"Pairs: {', '.join(REAL_PAIRS)} (real weights) or DRAFT:TARGET from {', '.join(RANDOM_SHAPES)} "
@@ -117,17 +126,16 @@ def add_subcommands(sub) -> None:
             f"large-gpu: {LARGE_BENCH_GPU}."
         ),
     )
-    be.add_argument("--grid", choices=["small", "large-cpu", "large-gpu"], default="small")
-    be.add_argument("--pairs", nargs="+")
-    be.add_argument("--lengths", nargs="+", type=int)
-    be.add_argument("--methods", nargs="+", choices=BENCH_METHODS)
-    be.add_argument("--budget", type=int)
-    be.add_argument("--pc-prompt-factor", type=float, default=2.0)
-    be.add_argument("--max-new-tokens", type=int)
-    be.add_argument("--repeats", type=int, default=1)
-    be.add_argument("--device", default="auto")
-    be.add_argument("--dtype", default="auto")
-    be.add_argument("--seed", type=int, default=0)
+    be.add_argument("--grid", choices=["small", "large-cpu", "large-gpu"], default="small", help="preset grid; the options below override it")
+    be.add_argument("--pairs", nargs="+", help=f"model pairs: {', '.join(REAL_PAIRS)} or DRAFT:TARGET of random shapes (see above)")
+    be.add_argument("--lengths", nargs="+", type=int, help="context lengths in target tokens")
+    be.add_argument("--methods", nargs="+", choices=BENCH_METHODS, help=f"default: all ({', '.join(BENCH_METHODS)})")
+    be.add_argument("--budget", type=int, help="KV entries kept per layer and head (SpecPC: context tokens kept)")
+    be.add_argument("--pc-prompt-factor", type=float, default=2.0, help="speckv-pc: SpecPC keeps factor x budget prompt tokens")
+    be.add_argument("--max-new-tokens", type=int, help="tokens generated per run (default: the grid's)")
+    be.add_argument("--repeats", type=int, default=1, help="timed runs per point (default: %(default)s)")
+    _device_args(be)
+    be.add_argument("--seed", type=int, default=0, help="seed of the prompts and the random weights (default: %(default)s)")
     be.add_argument("--out", default="draftapprox-results/bench", help="output folder (JSON + PNG per pair)")
     be.set_defaults(func=cmd_bench)
 

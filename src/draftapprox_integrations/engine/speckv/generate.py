@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..config import METHODS
 from ..decoding import TokenSampler, decode_tokens
 from ..prompts import encode_prompt, eos_token_ids
 from .cache import CompressedPrefill, full_bytes_uncut
 from .lookahead import draft_answer, lookahead_for_target, specpc_cut
-from .plan import GenerationPlan
+from .plan import GenerationPlan, fit_context
 from .prefill import prefill_and_compress, self_draft_prefill
 from .results import GenerationResult, GenerationStats, StreamChunk
 
@@ -45,6 +45,8 @@ class _Run:
     started: float
     notes: list[str] = field(default_factory=list)
     lookahead_ids: list[int] = field(default_factory=list)
+    messages: list | None = None  # the prompt as the target reads it (speckv-pc: after the cut)
+    text: str | None = None
 
 
 def run_generation(plan: GenerationPlan, target, draft=None) -> Iterator[StreamChunk]:
@@ -76,8 +78,11 @@ def _start(plan: GenerationPlan, target, draft) -> _Run:
         plan, target, draft,
         stats=GenerationStats(method=plan.method, prompt_tokens=len(plan.prompt_ids), budget=cfg.budget),
         method=plan.method, prompt_ids=list(plan.prompt_ids), started=time.perf_counter(), notes=list(plan.notes),
+        messages=plan.messages, text=plan.text,
     )
-    if plan.method != "full" and cfg.budget >= len(plan.prompt_ids):
+    # A speckv-pc prompt may overflow the target until SpecPC cuts it: then the cut must run.
+    fits = len(plan.prompt_ids) + plan.max_new_tokens <= target.context_length
+    if plan.method != "full" and cfg.budget >= len(plan.prompt_ids) and fits:
         run.notes.append(f"budget {cfg.budget} >= prompt length {len(plan.prompt_ids)}: nothing to drop, full KV used")
         run.method = "full"
         run.stats.fell_back_to_full = True
@@ -92,41 +97,73 @@ def _lookahead(run: _Run) -> CompressedPrefill | None:
     n_look = plan.config.lookahead_tokens if plan.config.lookahead_tokens is not None else plan.max_new_tokens
     draft_ids = encode_prompt(draft, plan.messages, plan.text)
     fits = len(draft_ids) + n_look <= draft.context_length
-    prefill = None
+    prefill, answered = None, True
     if run.method == "speckv" and draft is target and draft_ids == run.prompt_ids and fits:
         prefill, text, run.lookahead_ids = self_draft_prefill(target, run.prompt_ids, n_look, config=plan.config, stop=plan.stop)
         stats.draft_seconds = prefill.lookahead_seconds
         run.notes.append("self-draft: one prefill served the draft and the target")
     else:
-        text, ids = "", []
-        if fits:
-            text, ids, _ = draft_answer(draft, draft_ids, n_look, plan.stop)
-        else:
-            run.notes.append(
-                f"prompt ({len(draft_ids)} draft tokens) too long for the draft's context "
-                f"({draft.context_length}): no lookahead, SnapKV behaviour"
-            )
-        if run.method == "speckv-pc":
-            _cascade(run, text)
+        answer = _draft_answer(run, draft_ids, n_look) if fits else _long_prompt_answer(run, len(draft_ids), n_look)
+        text, ids = answer or ("", [])
         stats.draft_seconds = time.perf_counter() - started
         room = target.context_length - len(run.prompt_ids)
         run.lookahead_ids = lookahead_for_target(draft, target, text, ids)[:room]
-    if not run.lookahead_ids:
+        answered = answer is not None
+    if not answered:
+        run.notes.append("no lookahead: SnapKV behaviour")
+    elif not run.lookahead_ids:
         run.notes.append("the draft's answer is empty (EOS at once): SnapKV behaviour")
     stats.lookahead_text = text
     stats.lookahead_tokens = len(run.lookahead_ids)
     return prefill
 
 
-def _cascade(run: _Run, lookahead_text: str) -> None:
-    """SpecKV-PC: SpecPC (with the draft's answer) cuts the prompt before the target sees it."""
-    if run.plan.prompt_budget < len(run.prompt_ids):
-        messages, text, note = specpc_cut(run.plan, run.draft, lookahead_text)
+def _draft_answer(run: _Run, draft_ids: list[int], n_look: int) -> tuple[str, list[int]]:
+    """The draft answers the whole prompt; speckv-pc's SpecPC then cuts the prompt with that answer."""
+    text, ids, _ = draft_answer(run.draft, draft_ids, n_look, run.plan.stop)
+    if run.method == "speckv-pc":
+        _cascade(run, text)
+    return text, ids
+
+
+def _long_prompt_answer(run: _Run, n_draft: int, n_look: int) -> tuple[str, list[int]] | None:
+    """The prompt is too long for the draft to answer in one forward (None: no lookahead, said in a note).
+
+    speckv-pc: SpecPC scores the prompt in chunks, each with its own short lookahead (``lookahead_tokens`` of
+    the SpecPC config), and the draft then answers the cut prompt, when that fits, for SpecKV's lookahead.
+    """
+    draft = run.draft
+    too_long = f"prompt ({n_draft} draft tokens) + lookahead too long for the draft's context ({draft.context_length})"
+    run.notes.append(too_long)
+    if run.method != "speckv-pc" or not _cascade(run, None):
+        return None
+    cut_ids = encode_prompt(draft, run.messages, run.text)
+    if len(cut_ids) + n_look > draft.context_length:
+        run.notes.append(f"so is the cut prompt ({len(cut_ids)} draft tokens)")
+        return None
+    run.notes.append("SpecPC scored it with its own lookahead per chunk, then the draft answered the cut prompt")
+    text, ids, _ = draft_answer(draft, cut_ids, n_look, run.plan.stop)
+    return text, ids
+
+
+def _cascade(run: _Run, lookahead_text: str | None) -> bool:
+    """SpecKV-PC: SpecPC (with the draft's answer, or its own lookahead when None) cuts the prompt before the
+    target sees it; then the cut prompt must fit the target. Returns whether SpecPC cut it."""
+    plan = run.plan
+    cut = plan.prompt_budget < len(run.prompt_ids)
+    if cut:
+        run.messages, run.text, note = specpc_cut(plan, run.draft, lookahead_text)
         run.notes.append(note)
-        run.prompt_ids = encode_prompt(run.target, messages, text)
+        run.prompt_ids = encode_prompt(run.target, run.messages, run.text)
     else:
         run.notes.append("prompt_budget >= prompt length: SpecPC skipped")
     run.stats.compressed_prompt_tokens = len(run.prompt_ids)
+    hint = f"pass a smaller prompt_budget (now {plan.prompt_budget} draft tokens)"
+    what = "the prompt cut by SpecPC" if cut else "the prompt"
+    max_new, notes = fit_context(len(run.prompt_ids), plan.max_new_tokens, run.target, hint=hint, what=what)
+    run.plan = replace(plan, max_new_tokens=max_new)
+    run.notes.extend(notes)
+    return cut
 
 
 def _prefill(run: _Run) -> CompressedPrefill:

@@ -41,8 +41,9 @@ def lookahead_for_target(draft, target, text: str, draft_ids: list[int]) -> list
     return list(target.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def specpc_cut(plan: GenerationPlan, draft, lookahead_text: str) -> tuple[Messages | None, str | None, str]:
-    """SpecPC cuts the context part of the prompt to ``prompt_budget`` draft tokens with the draft's answer.
+def specpc_cut(plan: GenerationPlan, draft, lookahead_text: str | None) -> tuple[Messages | None, str | None, str]:
+    """SpecPC cuts the context part of the prompt to ``prompt_budget`` draft tokens with the draft's answer
+    (None: SpecPC lets the draft write its own lookahead for each chunk it scores).
 
     For a list of messages the last user message (the long context, usually with the question at its end)
     is the part that is cut. Returns the new (messages, text) and a note.
@@ -57,6 +58,8 @@ def specpc_cut(plan: GenerationPlan, draft, lookahead_text: str) -> tuple[Messag
         draft, context, budget=plan.prompt_budget, config=plan.specpc_config, lookahead_text=lookahead_text
     )
     note = f"SpecPC kept {result.compressed_tokens} of {result.original_tokens} draft tokens of the context"
+    if result.chunks > 1:
+        note += f" (scored in {result.chunks} chunks)"
     if plan.messages is not None:
         messages = [dict(m) for m in plan.messages]
         messages[idx]["content"] = result.text

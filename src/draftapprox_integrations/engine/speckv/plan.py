@@ -118,18 +118,37 @@ def check_generation(
 
 def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
     """The plan with the prompt in target tokens; refuses a prompt the target's context cannot hold and
-    shortens ``max_new_tokens`` to what fits (with a note)."""
+    shortens ``max_new_tokens`` to what fits (with a note).
+
+    A speckv-pc prompt that does not fit but that SpecPC will cut (``prompt_budget`` below its length) passes
+    whatever its length: the cut runs first, on the draft (in chunks when the prompt is long), and
+    :func:`fit_context` then checks the cut prompt (``speckv.generate``).
+    """
     ids = encode_prompt(target, plan.messages, plan.text)
     if not ids:
         raise ConfigError("the prompt encodes to no tokens")
+    overflows = len(ids) + plan.max_new_tokens > target.context_length
+    if overflows and METHODS[plan.method].needs_prompt_budget and plan.prompt_budget < len(ids):
+        return replace(plan, prompt_ids=tuple(ids))  # SpecPC's cut must make it fit: checked after the cut
+    max_new, note = fit_context(len(ids), plan.max_new_tokens, target, hint=_too_long_hint(plan))
+    return replace(plan, prompt_ids=tuple(ids), max_new_tokens=max_new, notes=plan.notes + note)
+
+
+def _too_long_hint(plan: GenerationPlan) -> str:
+    if METHODS[plan.method].needs_prompt_budget:
+        # SpecPC would not cut this prompt: prompt_budget is not below its length.
+        return f"prompt_budget={plan.prompt_budget} keeps all of it; pass a smaller prompt_budget so SpecPC cuts it"
+    return "shorten it, or cut it with SpecPC first: method='speckv-pc' with a prompt_budget, or engine.compress"
+
+
+def fit_context(prompt_len: int, max_new_tokens: int, target, *, hint: str, what: str = "the prompt") -> tuple[int, tuple[str, ...]]:
+    """(max_new_tokens, notes) for a prompt of ``prompt_len`` target tokens: ContextLengthError (ending with
+    ``hint``) when the target's context holds no token after it, else max_new_tokens cut to what fits."""
     context = target.context_length
-    if len(ids) >= context:
+    if prompt_len >= context:
         raise ContextLengthError(
-            f"the prompt has {len(ids)} target tokens but {target.source.name!r} has a context of {context}; "
-            "shorten it (or compress it first with SpecPC: engine.compress / method='speckv-pc')"
+            f"{what} has {prompt_len} target tokens but {target.source.name!r} has a context of {context}; {hint}"
         )
-    max_new, notes = plan.max_new_tokens, plan.notes
-    if len(ids) + max_new > context:
-        notes += (f"max_new_tokens cut from {max_new} to {context - len(ids)} to fit the context",)
-        max_new = context - len(ids)
-    return replace(plan, prompt_ids=tuple(ids), max_new_tokens=max_new, notes=notes)
+    if prompt_len + max_new_tokens > context:
+        return context - prompt_len, (f"max_new_tokens cut from {max_new_tokens} to {context - prompt_len} to fit the context",)
+    return max_new_tokens, ()
