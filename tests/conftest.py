@@ -6,6 +6,7 @@ The folder is the marker: every test under tests/integration/ gets ``@pytest.mar
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -43,6 +44,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
 
 
+class _DeprecationLog(logging.Handler):
+    """Collects transformers' deprecation notices, which it logs (warning_once) instead of warning."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "deprecat" in message.lower():
+            self.messages.append(message)
+
+
+@pytest.fixture(autouse=True)
+def no_transformers_deprecation():
+    """Fail any test during which transformers logs a deprecation: a deprecated call is removed later."""
+    handler = _DeprecationLog()
+    log = logging.getLogger("transformers")
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+    if handler.messages:
+        pytest.fail("transformers logged a deprecation: " + " | ".join(handler.messages), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def smollm2_tokenizer():
     from draftapprox_integrations.engine.loading import load_tokenizer
@@ -57,13 +85,13 @@ def build_tiny_model_folder(folder: Path, arch: str, tokenizer, *, seed: int = 0
     spec = dict(_TINY_CONFIGS[arch])
     model_type = spec.pop("model_type")
     spec.update(overrides)
+    spec.setdefault("max_position_embeddings", 4096)
     config = AutoConfig.for_model(
         model_type,
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=layers,
-        max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

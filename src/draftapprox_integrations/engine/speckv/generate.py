@@ -61,15 +61,7 @@ def run_generation(plan: GenerationPlan, target, draft=None) -> Iterator[StreamC
 
 def generate(plan: GenerationPlan, target, draft=None) -> GenerationResult:
     """The whole answer of :func:`run_generation` at once."""
-    text, ids, finish, stats = "", [], "length", None
-    for chunk in run_generation(plan, target, draft):
-        text += chunk.text
-        if chunk.token_id is not None:
-            ids.append(chunk.token_id)
-        if chunk.stats is not None:
-            stats, finish = chunk.stats, chunk.finish_reason or finish
-    assert stats is not None
-    return GenerationResult(text=text, token_ids=ids, finish_reason=finish, stats=stats)
+    return GenerationResult.from_chunks(run_generation(plan, target, draft))
 
 
 def _start(plan: GenerationPlan, target, draft) -> _Run:
