@@ -200,7 +200,9 @@ class DraftApproxEngine:
         specpc_config: SpecPCConfig | None = None,
     ) -> Iterator[speckv.StreamChunk]:
         """Like :meth:`generate` (same arguments), as an iterator of text deltas; the last chunk carries the
-        stats and the finish reason. Arguments and the prompt's length are checked now, before the first chunk.
+        stats and the finish reason. Arguments and the prompt's length are checked now, before the first chunk
+        (for speckv-pc over a prompt longer than the target's context, the cut prompt's length can only be
+        checked once the draft has run: that ContextLengthError comes from the first ``next()``).
 
         The engine lock is held only while a chunk is computed (the prefill, then one decode step), never
         while the stream waits for its reader: a paused or abandoned stream, or one read from several
