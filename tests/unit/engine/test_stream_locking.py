@@ -183,7 +183,7 @@ def test_fair_lock_hands_over_in_arrival_order():
         for _ in range(20):
             with lock:
                 order.append(name)
-                time.sleep(0.002)  # the other thread is waiting by now
+                time.sleep(0.01)  # the other thread is waiting by now
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in "ab"]
     for t in threads:

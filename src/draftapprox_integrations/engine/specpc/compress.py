@@ -15,6 +15,7 @@ import torch
 from ..alignment import render_spans, tokenize_with_offsets
 from ..config import SpecPCConfig
 from ..errors import ConfigError, InvalidInputError
+from ..prompts import check_text
 from .fitting import spend_budget
 from .results import CompressedDocument, CompressionResult
 from .scorer import EncodedDocuments, ScoredContext, score_context
@@ -73,19 +74,19 @@ def prepare(
     config = _config_with(config, config_overrides)
     texts, single = _as_texts(context)
     for i, text in enumerate(texts):
-        _check_unicode(text, "the context" if single else f"document {i}")
+        check_text(text, "the context" if single else f"document {i}")
     if query is not None:
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
         if not query.strip():
             raise InvalidInputError("query is empty: pass the question, or query=None to compress without one")
-        _check_unicode(query, "the query")
+        check_text(query, "the query")
     if not isinstance(separator, str):
         raise ConfigError(f"separator must be a string, got {separator!r}")
     if lookahead_text is not None:
         if not isinstance(lookahead_text, str):
             raise ConfigError(f"lookahead_text must be a string, got {type(lookahead_text).__name__}")
-        _check_unicode(lookahead_text, "lookahead_text")
+        check_text(lookahead_text, "lookahead_text")
     cap = max_prompt_tokens
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 16):
         raise ConfigError(f"max_prompt_tokens must be an integer >= 16, got {cap!r}")
@@ -250,16 +251,6 @@ def _as_texts(context: str | Sequence[str]) -> tuple[list[str], bool]:
                 "(convert it to a string, or leave such documents out)"
             )
     return texts, False
-
-
-def _check_unicode(text: str, what: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InvalidInputError(
-            f"{what} is not valid Unicode text: a lone surrogate {text[err.start]!r} at character {err.start} "
-            "(text read with errors='surrogateescape'?); decode the bytes with errors='replace' or drop them"
-        ) from None
 
 
 def _join(docs: list[CompressedDocument], single: bool) -> str:
