@@ -24,8 +24,10 @@ PROMPT = (
 OPTIONS = dict(method="speckv", config=SpecKVConfig(budget=16, window_size=4), max_new_tokens=8)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def engine(tiny_model_factory):
+    """A fresh engine (and lock) per test, so one test's stuck lock cannot hang the next; the weights are
+    loaded once and shared through the engine's model registry."""
     folder = str(tiny_model_factory("llama"))
     return DraftApproxEngine(folder, folder, device="cpu", dtype="float32").load()
 
