@@ -7,6 +7,7 @@ are dropped everywhere: it was there to score the prompt, not to be remembered.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,11 +48,24 @@ def _bytes_per_entry(layer) -> int:
     return keys.shape[0] * keys.shape[1] * keys.shape[-1] * keys.element_size() * 2  # keys and values
 
 
-def compress_cache(cache, kept_indices: dict[int, torch.Tensor], prompt_len: int, n_look: int) -> tuple[int, int]:
+def cut_full_layer(layer, kept: torch.Tensor | None, prompt_len: int) -> None:
+    """Keep the prompt entries ``kept`` ([B, Hkv, k] positions; None: all) of one full-attention layer and
+    drop everything after the prompt (the lookahead), in place."""
+    keys, values = layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]
+    if kept is not None:
+        gather = kept[..., None].expand(-1, -1, -1, keys.shape[-1])
+        keys, values = keys.gather(2, gather), values.gather(2, gather)
+    layer.keys, layer.values = keys.contiguous(), values.contiguous()
+
+
+def compress_cache(
+    cache, kept_indices: dict[int, torch.Tensor], prompt_len: int, n_look: int, already_cut: Collection[int] = ()
+) -> tuple[int, int]:
     """Drop the lookahead's entries and keep ``kept_indices`` (per layer, [B, Hkv, k]) of the prompt, in place.
 
-    Sliding-window layers are only cropped back to their window. Returns (bytes a full prompt cache would
-    hold, bytes kept), keys and values, every layer.
+    Sliding-window layers are only cropped back to their window; layers in ``already_cut`` were cut during
+    the forward (layer-wise eviction) and are only counted. Returns (bytes a full prompt cache would hold,
+    bytes kept), keys and values, every layer.
     """
     kv_bytes_full = kv_bytes_kept = 0
     for i, layer in enumerate(cache.layers):
@@ -63,11 +77,8 @@ def compress_cache(cache, kept_indices: dict[int, torch.Tensor], prompt_len: int
             layer.record_past = False
             full_entries = min(prompt_len, layer.sliding_window - 1)
         else:
-            keys, values = layer.keys[:, :, :prompt_len], layer.values[:, :, :prompt_len]
-            if i in kept_indices:
-                gather = kept_indices[i][..., None].expand(-1, -1, -1, keys.shape[-1])
-                keys, values = keys.gather(2, gather), values.gather(2, gather)
-            layer.keys, layer.values = keys.contiguous(), values.contiguous()
+            if i not in already_cut:
+                cut_full_layer(layer, kept_indices.get(i), prompt_len)
             full_entries = prompt_len
         per_entry = _bytes_per_entry(layer)
         kv_bytes_full += full_entries * per_entry
@@ -84,9 +95,10 @@ def cut_prefill(
     n_look: int,
     *,
     lookahead_seconds: float = 0.0,
+    already_cut: Collection[int] = (),
 ) -> CompressedPrefill:
     """compress_cache (drop the lookahead, keep ``kept_indices`` of the prompt) and the resulting prefill."""
-    kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, n_look)
+    kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, n_look, already_cut)
     return CompressedPrefill(
         cache=cache,
         first_logits=first_logits,

@@ -5,22 +5,27 @@ forward (two models, or SnapKV / StreamingLLM with no lookahead). ``self_draft_p
 own draft, so its prefill and greedy lookahead, written into one cache, *are* that forward; the separate
 target prefill is skipped. The first answer token comes from the logits of the last prompt position
 (``logits_to_keep`` selects that single row: Gemma's vocabulary is 262k).
+
+Memory: the two-model prefill cuts each full-attention layer as soon as its attention has run (layer-wise
+eviction), so its peak is the kept entries + one layer's full KV. The self-draft prefill cannot: the
+model's own lookahead, written after the prompt, must attend to the whole prompt in every layer, so its
+peak is the full KV of prompt + lookahead, as for the draft of any two-model pair.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 import torch
 
-from ..capture import AttentionCapture
+from ..capture import AttentionCapture, attention_modules
 from ..config import SpecKVConfig
 from ..decoding import greedy_lookahead
 from ..errors import ConfigError
 from ..prompts import eos_token_ids
-from .cache import CompressedPrefill, cut_prefill, recording_cache
+from .cache import CompressedPrefill, cut_full_layer, cut_prefill, recording_cache
 from .selection import combine_records, observation_key_scores, select_by_layer, streaming_indices
 
 PREFILL_METHODS = ("full", "snapkv", "speckv", "streamingllm")
@@ -46,6 +51,30 @@ def kept_from_capture(capture, layers: Sequence[int], *, prompt_len: int, budget
     return select_by_layer(layer_scores, prompt_len=prompt_len, budget=budget, window=window, config=config)
 
 
+@contextmanager
+def evict_after_attention(model, cache, layers: Sequence[int], choose, prompt_len: int) -> Iterator[set[int]]:
+    """Cut each layer of ``layers`` right after its attention has run, inside the forward.
+
+    ``choose(i)`` gives layer i's kept prompt positions ([B, Hkv, k], or None to keep the whole prompt); the
+    layer then holds only those (the lookahead's entries go too), so while the forward runs on, only the
+    current layer's full KV is alive. Yields the set of layers cut so far.
+    """
+    cut: set[int] = set()
+    wanted = set(layers)
+
+    def hook(module, args, output) -> None:
+        i = module.layer_idx
+        cut_full_layer(cache.layers[i], choose(i), prompt_len)
+        cut.add(i)
+
+    handles = [m.register_forward_hook(hook) for m in attention_modules(model) if m.layer_idx in wanted]
+    try:
+        yield cut
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def prefill_and_compress(
     target,
@@ -54,12 +83,16 @@ def prefill_and_compress(
     *,
     method: str,
     config: SpecKVConfig,
+    layerwise: bool = True,
 ) -> CompressedPrefill:
     """Prefill the target and leave in the cache what ``method`` keeps of the prompt.
 
-    ``method`` is full | snapkv | speckv | streamingllm (speckv with an empty lookahead is snapkv). A budget
-    at least the prompt length keeps every prompt entry (the lookahead's entries are still dropped), which
-    is what the tests use to check that positions stay right after the surgery.
+    ``method`` is full | snapkv | speckv | streamingllm (speckv with an empty lookahead is snapkv). With
+    ``layerwise`` (the default) each full-attention layer is cut as soon as its attention has run, so the
+    largest cache alive is the kept entries + one layer's full KV; ``layerwise=False`` cuts every layer after
+    the forward (the same kept entries, a full-KV peak). A budget at least the prompt length keeps every
+    prompt entry (the lookahead's entries are still dropped), which is what the tests use to check that
+    positions stay right after the surgery.
     """
     if method not in PREFILL_METHODS:
         raise ConfigError(f"prefill_and_compress: unknown method {method!r}")
@@ -67,32 +100,51 @@ def prefill_and_compress(
     prompt_len = len(prompt_ids)
     lookahead = list(lookahead_ids) if method == "speckv" else []
     budget = min(config.budget, prompt_len) if method != "full" else prompt_len
-    scoring = method in ("snapkv", "speckv") and budget < prompt_len
     window = min(config.window_size, prompt_len)
     cache, full_layers = recording_cache(model)
-    # Only the last prompt position's logits are needed (the first answer token comes from there).
-    keep = 1 if not lookahead else torch.tensor([prompt_len - 1], device=device)
-    capture = (
-        key_capture(model, full_layers, prompt_len=prompt_len, window=window, queries=window + len(lookahead), config=config)
-        if scoring
-        else nullcontext()
-    )
-    with capture:
+    choose, capture = _chooser(model, cache, full_layers, method, budget, prompt_len, window, len(lookahead), config)
+    kept: dict[int, torch.Tensor] = {}
+
+    def remember(i: int):
+        kept_i = choose(i)
+        if kept_i is not None:
+            kept[i] = kept_i
+        return kept_i
+
+    evicting = layerwise and method != "full"
+    eviction = evict_after_attention(model, cache, full_layers, remember, prompt_len) if evicting else nullcontext(())
+    with capture, eviction as already_cut:
         out = model(
             input_ids=torch.tensor([list(prompt_ids) + lookahead], device=device),
             cache=cache,
             use_cache=True,
-            logits_to_keep=keep,
+            # Only the last prompt position's logits are needed (the first answer token comes from there).
+            logits_to_keep=1 if not lookahead else torch.tensor([prompt_len - 1], device=device),
         )
-    kept: dict[int, torch.Tensor] = {}
-    if scoring:
-        kept = kept_from_capture(capture, full_layers, prompt_len=prompt_len, budget=budget, window=window, config=config)
-    elif method == "streamingllm" and budget < prompt_len:
-        idx = streaming_indices(prompt_len, budget, min(config.sink_tokens, budget), device=device)
+    if not evicting:
         for i in full_layers:
-            layer = cache.layers[i]
-            kept[i] = idx.expand(layer.keys.shape[0], layer.keys.shape[1], -1)
-    return cut_prefill(cache, out.logits[0, -1].float(), prompt_len, budget, kept, len(lookahead))
+            remember(i)
+    return cut_prefill(cache, out.logits[0, -1].float(), prompt_len, budget, kept, len(lookahead), already_cut=already_cut)
+
+
+def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, config):
+    """(choose(layer) -> kept prompt positions or None, the capture the choice needs or a null context)."""
+    if method in ("snapkv", "speckv") and budget < prompt_len:
+        capture = key_capture(model, layers, prompt_len=prompt_len, window=window, queries=window + n_look, config=config)
+
+        def scored(i: int):
+            scores = combine_records(capture.records[i], config.reduction)
+            return select_by_layer([(i, scores)], prompt_len=prompt_len, budget=budget, window=window, config=config)[i]
+
+        return scored, capture
+    if method == "streamingllm" and budget < prompt_len:
+        def streaming(i: int):
+            keys = cache.layers[i].keys
+            idx = streaming_indices(prompt_len, budget, min(config.sink_tokens, budget), device=keys.device)
+            return idx.expand(keys.shape[0], keys.shape[1], -1)
+
+        return streaming, nullcontext()
+    return (lambda i: None), nullcontext()
 
 
 @torch.no_grad()
