@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from ..engine.config import DEFAULT_MODEL, METHODS, SpecKVConfig
-from ..engine.errors import ConfigError, InvalidInputError, check_keywords, error_from_validation, keyword_names
+from ..engine.errors import ConfigError, InvalidInputError, check_keywords
 from ..engine.speckv import check_options
+from .base import AdapterOptions, keyword_names
 
 # Keyword arguments a call may pass to override a field (anything else is refused with a clear error).
 # ``max_new_tokens`` is an alias of ``max_tokens``.
@@ -122,15 +123,13 @@ def resolve_options(fields: Mapping[str, Any], overrides: Mapping[str, Any], sto
     return {**options, "config": cfg, "stop": list(stops) or None}
 
 
-class SpecKVOptions(BaseModel):
+class SpecKVOptions(AdapterOptions):
     """Model references, method, budget and sampling options; the engine is created (not loaded) lazily.
 
     Construction checks every keyword (unknown ones raise :class:`UnknownOptionError` listing the accepted
     ones) and every option with the engine's own checks, on the values as given; a failure raises the
     package's error (ConfigError or a subclass), not pydantic's ValidationError.
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
     draft_model: str | None = Field(
         default=DEFAULT_MODEL, description="draft model reference (embedded alias, folder, .gguf or hub id)"
@@ -154,16 +153,6 @@ class SpecKVOptions(BaseModel):
     top_p: float = Field(default=1.0, strict=True, description="nucleus sampling mass, in (0, 1]")
     stop: list[str] | None = Field(default=None, description="stop sequences, trimmed from the answer")
     seed: int | None = Field(default=None, strict=True, description="seed of the sampler")
-    engine: Any = Field(default=None, exclude=True, description="a DraftApproxEngine to use instead of get_engine(...)")
-
-    _engine: Any = PrivateAttr(default=None)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:  # pydantic wraps our errors: raise the package's own instead
-            raise error_from_validation(type(self).__name__, exc) from None
-
     @model_validator(mode="before")
     @classmethod
     def _check_input(cls, data: Any) -> Any:

@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from ..engine.config import DEFAULT_MODEL, SpecPCConfig
-from ..engine.errors import ConfigError, check_keywords, error_from_validation, keyword_names
+from ..engine.errors import ConfigError, check_keywords
 from ..engine.specpc import DEFAULT_SEPARATOR, resolve_budget
+from .base import AdapterOptions, keyword_names
 
 # The kept fraction when neither budget nor rate is given.
 DEFAULT_RATE = 0.1
@@ -46,7 +47,7 @@ def _as_specpc_config(owner: str, config: Any, loose: dict[str, Any]) -> SpecPCC
     return config.replace(**loose) if loose else config
 
 
-class SpecPCOptions(BaseModel):
+class SpecPCOptions(AdapterOptions):
     """Draft model reference, budget (``budget`` or ``rate``), SpecPC config and output options.
 
     ``SpecPCConfig`` field names are accepted directly (``window_size=...``) and ``config`` may be a dict.
@@ -54,8 +55,6 @@ class SpecPCOptions(BaseModel):
     ones) and the budget with the engine's own rule, on the values as given (``budget=True`` or ``"7"`` is
     refused, as by ``engine.compress``); a failure raises the package's error, not pydantic's ValidationError.
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     draft_model: str = Field(
         default=DEFAULT_MODEL, description="draft model reference (embedded alias, folder, .gguf or hub id)"
@@ -77,16 +76,6 @@ class SpecPCOptions(BaseModel):
     reorder_by_relevance: bool = Field(
         default=False, strict=True, description="return the most attended documents first"
     )
-    engine: Any = Field(default=None, exclude=True, description="a DraftApproxEngine to use instead of get_engine(...)")
-
-    _engine: Any = PrivateAttr(default=None)
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:  # pydantic wraps our errors: raise the package's own instead
-            raise error_from_validation(type(self).__name__, exc) from None
-
     @model_validator(mode="before")
     @classmethod
     def _check_input(cls, data: Any) -> Any:

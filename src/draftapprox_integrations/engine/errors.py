@@ -1,14 +1,11 @@
 """Exceptions raised by the engine and the adapters. Every one says what was asked and what to do instead.
 
-Also the helpers the adapters use so that their construction errors are these types too:
-:func:`check_keywords` (unknown keyword arguments, with the accepted ones listed), :func:`keyword_names`
-(the keywords a pydantic model class declares) and :func:`error_from_validation` (a pydantic
-``ValidationError`` -> the package error it wraps). All duck-typed: nothing here imports pydantic or a framework.
+Also :func:`check_keywords`: unknown keyword arguments refused with the accepted ones listed (the adapters
+use it at construction). The pydantic side of the adapters' errors lives in ``_shared/base.py``.
 """
 
 import difflib
 import importlib.util
-import reprlib
 from collections.abc import Iterable
 
 
@@ -95,34 +92,3 @@ def check_keywords(owner: str, given: Iterable[str], accepted: Iterable[str], wh
         close = difflib.get_close_matches(name, accepted, n=1)
         named.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     raise UnknownOptionError(f"{owner}: unsupported {what}(s) {', '.join(named)}; accepted: {', '.join(accepted)}")
-
-
-def error_from_validation(owner: str, exc: Exception) -> DraftApproxError:
-    """The package error behind a pydantic ``ValidationError`` raised while building ``owner``.
-
-    An error one of our validators raised (a DraftApproxError, which pydantic wraps) comes back as itself;
-    any other failure (a wrong type for a field, a framework field's own check) becomes a ConfigError that
-    names each field, the problem and the value given.
-    """
-    errors = exc.errors() if hasattr(exc, "errors") else []
-    for error in errors:
-        inner = (error.get("ctx") or {}).get("error")
-        if isinstance(inner, DraftApproxError):
-            return inner
-    parts = []
-    for error in errors:
-        field = ".".join(str(p) for p in error.get("loc", ())) or "input"
-        parts.append(f"{field}: {error.get('msg', 'invalid')} (got {reprlib.repr(error.get('input'))})")
-    return ConfigError(f"{owner}: " + ("; ".join(parts) or str(exc)))
-
-
-def keyword_names(model_cls: type) -> set[str]:
-    """Every keyword a pydantic model class takes: its declared fields (its own and its bases', frameworks'
-    included) and their aliases."""
-    names = set()
-    for name, field in getattr(model_cls, "model_fields", {}).items():
-        names.add(name)
-        for alias in (getattr(field, "alias", None), getattr(field, "validation_alias", None)):
-            if isinstance(alias, str):
-                names.add(alias)
-    return names
