@@ -63,13 +63,17 @@ class TokenSampler:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Below float32's smallest normal number a temperature is argmax anyway, and as a float32 divisor it
+        # would underflow to 0 (NaN probabilities).
+        return self.temperature < torch.finfo(torch.float32).tiny
 
     def __call__(self, logits: torch.Tensor) -> int:
         logits = logits.reshape(-1).float()
         if self.greedy:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits / self.temperature, dim=-1).cpu()
+        # Shift by the max first: a tiny positive temperature then sends the other logits to -inf (one-hot)
+        # instead of overflowing the largest to inf (NaN probabilities).
+        probs = torch.softmax((logits - logits.max()) / self.temperature, dim=-1).cpu()
         if self.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             cumulative = torch.cumsum(sorted_probs, dim=-1)

@@ -107,7 +107,10 @@ def render_plan(plan: UnitPlan, taken: Sequence[int]) -> tuple[list[list[Span]],
     selected: list[int] = []
     start = 0
     for offs in plan.offsets:
-        selected.append(sum(1 for i in range(start, start + len(offs)) if in_units[i] and plan.counted[i]))
+        # A whitespace-only token inside a unit's token range lies outside its trimmed span: not selected text.
+        selected.append(
+            sum(1 for i in range(start, start + len(offs)) if in_units[i] and plan.counted[i] and not plan.blank[i])
+        )
         start += len(offs)
     return spans, selected, compressed
 
