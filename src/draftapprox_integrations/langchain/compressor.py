@@ -22,6 +22,7 @@ from pydantic import ConfigDict
 
 from .._shared.specpc_options import SKIPPED, SpecPCOptions, compression_metadata, extended_metadata
 from ..engine.errors import InvalidInputError
+from ..engine.prompts import check_text
 
 
 class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
@@ -62,6 +63,7 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
             return []
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("SpecPCCompressor needs the query: the draft scores the documents by its attention to it")
+        check_text(query, "the query")  # refused even when no document has text to compress
         texts: list[str] = []
         text_positions: list[int] = []
         for i, doc in enumerate(documents):

@@ -14,6 +14,7 @@ from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, Nod
 
 from .._shared.specpc_options import SKIPPED, SpecPCOptions, compression_metadata, extended_metadata
 from ..engine.errors import InvalidInputError
+from ..engine.prompts import check_text
 
 
 class SpecPCNodePostprocessor(SpecPCOptions, BaseNodePostprocessor):
@@ -93,6 +94,7 @@ def _query_of(query_bundle: Any) -> str:
             "call postprocess_nodes(nodes, query_str=...) or postprocess_nodes(nodes, QueryBundle(...)), "
             "or use it inside a query engine"
         )
+    check_text(query, "the query")  # refused even when no node has text to compress
     return query
 
 

@@ -309,9 +309,8 @@ def test_llama_index_postprocessor_typed_error_or_faithful_nodes(engine, nodes, 
         assert item.node.metadata is meta
         assert node_state(item) == before
     texts = {i: text for i, n in enumerate(nodes) if (text := carried_text(n.node)) is not None}
-    # (A query with a lone surrogate is only seen, and refused, when some node has text: with none, there is
-    # nothing to compress and the nodes pass through. A blank query is refused whenever there are nodes.)
-    if nodes and (not query.strip() or (texts and has_surrogate(query)) or any(has_surrogate(t) for t in texts.values())):
+    # A blank query, or one with a lone surrogate, is refused whenever there are nodes (with text or not).
+    if nodes and (not query.strip() or has_surrogate(query) or any(has_surrogate(t) for t in texts.values())):
         assert out is None, "a blank query or text with a lone surrogate must be refused"
     if out is None:
         return
