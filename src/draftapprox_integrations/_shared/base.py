@@ -27,6 +27,19 @@ class AdapterOptions(BaseModel):
         except ValidationError as exc:  # pydantic wraps our errors: raise the package's own instead
             raise error_from_validation(type(self).__name__, exc) from None
 
+    def get_engine(self):
+        """The engine given as ``engine=``, else the shared one for these options' model references, created on
+        first use (its weights load on the first call)."""
+        if self.engine is not None:
+            return self.engine
+        if self._engine is None:
+            self._engine = self._shared_engine()
+        return self._engine
+
+    def _shared_engine(self):
+        """The process-wide engine (``engine.get_engine``) these options' model references name."""
+        raise NotImplementedError
+
 
 def error_from_validation(owner: str, exc: Exception) -> DraftApproxError:
     """The package error behind a pydantic ``ValidationError`` raised while building ``owner``.

@@ -153,6 +153,7 @@ class SpecKVOptions(AdapterOptions):
     top_p: float = Field(default=1.0, strict=True, description="nucleus sampling mass, in (0, 1]")
     stop: list[str] | None = Field(default=None, description="stop sequences, trimmed from the answer")
     seed: int | None = Field(default=None, strict=True, description="seed of the sampler")
+
     @model_validator(mode="before")
     @classmethod
     def _check_input(cls, data: Any) -> Any:
@@ -186,14 +187,10 @@ class SpecKVOptions(AdapterOptions):
         check_keywords(type(self).__name__, kwargs, CALL_OPTIONS, what="option")
         return resolve_options({name: getattr(self, name) for name in OPTION_FIELDS}, kwargs, stop)
 
-    def get_engine(self):
-        """The shared engine for these model references (created on first use; weights load on first call)."""
-        if self.engine is not None:
-            return self.engine
-        if self._engine is None:
-            from ..engine.engine import get_engine
+    def _shared_engine(self):
+        """The draft + target engine for these model references."""
+        from ..engine.engine import get_engine
 
-            self._engine = get_engine(
-                self.draft_model, self.target_model, device=self.device, dtype=self.dtype, quantization=self.quantization
-            )
-        return self._engine
+        return get_engine(
+            self.draft_model, self.target_model, device=self.device, dtype=self.dtype, quantization=self.quantization
+        )

@@ -76,6 +76,7 @@ class SpecPCOptions(AdapterOptions):
     reorder_by_relevance: bool = Field(
         default=False, strict=True, description="return the most attended documents first"
     )
+
     @model_validator(mode="before")
     @classmethod
     def _check_input(cls, data: Any) -> Any:
@@ -93,15 +94,11 @@ class SpecPCOptions(AdapterOptions):
 
     # -- engine ----------------------------------------------------------------------------------
 
-    def get_engine(self):
-        """The engine (shared with every component built on the same draft), created on first use."""
-        if self.engine is not None:
-            return self.engine
-        if self._engine is None:
-            from ..engine.engine import get_engine
+    def _shared_engine(self):
+        """A draft-only engine, shared with every component built on the same draft."""
+        from ..engine.engine import get_engine
 
-            self._engine = get_engine(self.draft_model, None, device=self.device, dtype=self.dtype)
-        return self._engine
+        return get_engine(self.draft_model, None, device=self.device, dtype=self.dtype)
 
     # -- compression -------------------------------------------------------------------------------
 

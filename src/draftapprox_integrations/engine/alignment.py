@@ -105,10 +105,7 @@ def snap_to_words(text: str, spans: Iterable[Span]) -> list[Span]:
             a -= 1
         while b < n and b > 0 and _is_word_char(text[b - 1]) and _is_word_char(text[b]):
             b += 1
-        while a < b and text[a].isspace():
-            a += 1
-        while b > a and text[b - 1].isspace():
-            b -= 1
+        a, b = trim(text, a, b)
         if b > a:
             out.append((a, b))
     return merge_spans(out, text)

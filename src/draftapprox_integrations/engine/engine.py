@@ -13,6 +13,7 @@ from .config import DEFAULT_MODEL, METHODS, SpecKVConfig, SpecPCConfig
 from .errors import EngineUsageError
 from .loading import LoadedModel, ModelSource, check_quantization, resolve_device, resolve_dtype, resolve_reference
 from .locking import FairRLock, stepwise
+from .prompts import same_vocabulary
 from .weights import load_shared
 
 
@@ -106,8 +107,6 @@ class DraftApproxEngine:
         """True when draft and target share a vocabulary, so token ids can pass between them unchanged."""
         if not (self.has_draft and self.has_target):
             return False
-        from .prompts import same_vocabulary
-
         return same_vocabulary(self.draft, self.target)
 
     # -- SpecPC -----------------------------------------------------------------------------------

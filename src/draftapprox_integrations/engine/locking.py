@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
+from .errors import RequestCancelled
+
 T = TypeVar("T")
 
 
@@ -108,8 +110,6 @@ def stepwise(lock: FairRLock, make_steps: Callable[[], Iterator[T]]) -> Iterator
     The iterator is created inside the lock on the first step (creating it may load models). A cancel
     request (:func:`cancellation_scope`) stops before the next step with RequestCancelled.
     """
-    from .errors import RequestCancelled
-
     steps = None
     try:
         while True:

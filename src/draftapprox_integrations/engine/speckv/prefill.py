@@ -26,7 +26,7 @@ from ..decoding import greedy_lookahead
 from ..errors import ConfigError
 from ..prompts import eos_token_ids
 from .cache import CompressedPrefill, cut_full_layer, cut_prefill, recording_cache
-from .selection import combine_records, observation_key_scores, select_by_layer, streaming_indices
+from .selection import combine_records, observation_key_scores, select_kept_indices, streaming_indices
 
 PREFILL_METHODS = ("full", "snapkv", "speckv", "streamingllm")
 
@@ -45,10 +45,13 @@ def key_capture(model, layers: Sequence[int], *, prompt_len: int, window: int, q
     return AttentionCapture(model, queries, layers=layers, reducer=reducer)
 
 
-def kept_from_capture(capture, layers: Sequence[int], *, prompt_len: int, budget: int, window: int, config: SpecKVConfig):
-    """Layer -> kept prompt positions, from every forward the capture recorded."""
-    layer_scores = ((i, combine_records(capture.records[i], config.reduction)) for i in layers)
-    return select_by_layer(layer_scores, prompt_len=prompt_len, budget=budget, window=window, config=config)
+def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, window: int, config: SpecKVConfig) -> torch.Tensor:
+    """Layer ``layer``'s kept prompt positions [B, Hkv, budget], from every forward the capture recorded."""
+    scores = combine_records(capture.records[layer], config.reduction)
+    return select_kept_indices(
+        scores, prompt_len=prompt_len, budget=budget, window_size=window, kernel_size=config.kernel_size,
+        pooling=config.pooling,
+    )
 
 
 @contextmanager
@@ -133,8 +136,7 @@ def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, c
         capture = key_capture(model, layers, prompt_len=prompt_len, window=window, queries=window + n_look, config=config)
 
         def scored(i: int):
-            scores = combine_records(capture.records[i], config.reduction)
-            return select_by_layer([(i, scores)], prompt_len=prompt_len, budget=budget, window=window, config=config)[i]
+            return kept_of_layer(capture, i, prompt_len=prompt_len, budget=budget, window=window, config=config)
 
         return scored, capture
     if method == "streamingllm" and budget < prompt_len:
@@ -186,7 +188,10 @@ def self_draft_prefill(
         )
     kept: dict[int, torch.Tensor] = {}
     if scoring:
-        kept = kept_from_capture(capture, full_layers, prompt_len=prompt_len, budget=budget, window=window, config=config)
+        kept = {
+            i: kept_of_layer(capture, i, prompt_len=prompt_len, budget=budget, window=window, config=config)
+            for i in full_layers
+        }
     prefill = cut_prefill(
         cache, first_logits, prompt_len, budget, kept, len(look.token_ids),
         lookahead_seconds=time.perf_counter() - started,

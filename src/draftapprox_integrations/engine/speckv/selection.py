@@ -6,11 +6,10 @@ kept-window rule are written once here (no model, no cache).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 
-from ..config import SpecKVConfig
 from ..scoring import pool1d, reduce
 
 
@@ -49,23 +48,6 @@ def streaming_indices(prompt_len: int, budget: int, sink_tokens: int, *, device=
     return torch.cat(
         [torch.arange(0, sink_tokens, device=device), torch.arange(prompt_len - recent, prompt_len, device=device)]
     )
-
-
-def select_by_layer(
-    layer_scores: Iterable[tuple[int, torch.Tensor]], *, prompt_len: int, budget: int, window: int, config: SpecKVConfig
-) -> dict[int, torch.Tensor]:
-    """select_kept_indices for each (layer, key scores) pair: layer -> kept prompt indices."""
-    return {
-        i: select_kept_indices(
-            scores,
-            prompt_len=prompt_len,
-            budget=budget,
-            window_size=window,
-            kernel_size=config.kernel_size,
-            pooling=config.pooling,
-        )
-        for i, scores in layer_scores
-    }
 
 
 def combine_records(records: Sequence[tuple[torch.Tensor, int]], reduction: str) -> torch.Tensor:

@@ -124,12 +124,11 @@ def finish(request: CompressionRequest, scored: ScoredRequest) -> CompressionRes
         scored.scored, scored.keep, request.config, separator=request.separator, whole_sentences=request.whole_sentences
     )
     shown = request.lookahead_text if request.lookahead_text is not None else " | ".join(scored.scored.lookaheads)
-    kept = sum(d.compressed_tokens for d in docs)
     return CompressionResult(
         text=_join(docs, request.single),
         documents=docs,
         original_tokens=total,
-        compressed_tokens=kept,
+        compressed_tokens=sum(d.compressed_tokens for d in docs),
         seconds=time.perf_counter() - scored.started,
         lookahead_text=shown,
         budget=scored.keep,
@@ -138,7 +137,6 @@ def finish(request: CompressionRequest, scored: ScoredRequest) -> CompressionRes
         chunks=scored.scored.chunks,
         query=request.query,
         scores=list(scored.scored.scores) if request.return_scores else None,
-        over_budget_tokens=max(0, kept - scored.keep),
     )
 
 

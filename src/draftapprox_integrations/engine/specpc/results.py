@@ -52,11 +52,14 @@ class CompressionResult:
     chunks: int = 0
     query: str | None = None
     scores: list[torch.Tensor] | None = field(default=None, repr=False)
-    over_budget_tokens: int = 0
 
     @property
     def compression_ratio(self) -> float:
         return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+    @property
+    def over_budget_tokens(self) -> int:
+        return max(0, self.compressed_tokens - self.budget)
 
     @property
     def within_budget(self) -> bool:
