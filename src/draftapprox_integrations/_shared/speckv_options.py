@@ -189,7 +189,7 @@ class SpecKVOptions(AdapterOptions):
 
     def _shared_engine(self):
         """The draft + target engine for these model references."""
-        from ..engine.engine import get_engine
+        from ..engine.shared_engines import get_engine
 
         return get_engine(
             self.draft_model, self.target_model, device=self.device, dtype=self.dtype, quantization=self.quantization

@@ -96,7 +96,7 @@ class SpecPCOptions(AdapterOptions):
 
     def _shared_engine(self):
         """A draft-only engine, shared with every component built on the same draft."""
-        from ..engine.engine import get_engine
+        from ..engine.shared_engines import get_engine
 
         return get_engine(self.draft_model, None, device=self.device, dtype=self.dtype)
 

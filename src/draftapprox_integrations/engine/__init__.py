@@ -1,7 +1,8 @@
 """Framework-free core: model loading, attention capture, scoring and the two methods."""
 
 from .config import DEFAULT_MODEL, GENERATION_METHODS, METHODS, PROMPT_METHODS, Method, SpecKVConfig, SpecPCConfig
-from .engine import DraftApproxEngine, clear_engines, get_engine
+from .engine import DraftApproxEngine
+from .shared_engines import clear_engines, get_engine
 from .errors import (
     ConfigError,
     ContextLengthError,

@@ -151,6 +151,40 @@ class DecodeStep:
     finish_reason: str | None = None
 
 
+class TokenStream:
+    """One answer's decode state: it samples each next token and says whether the answer goes on.
+
+    ``next(logits)`` samples from the logits of the last fed position and returns the step; a step without
+    ``finish_reason`` carries a token that must be fed (at ``position``) to get the next logits. EOS is not
+    part of the answer. The same state serves a lone decode loop and a row of a batched one.
+    """
+
+    def __init__(self, tokenizer, *, max_new_tokens: int, sampler: TokenSampler, eos_ids: set[int], stop: Sequence[str] = (), next_position: int = 0) -> None:
+        self.tracker = StopTextTracker(tokenizer, stop)
+        self.max_new_tokens = max_new_tokens
+        self.sampler = sampler
+        self.eos_ids = eos_ids
+        self.position = next_position  # the true position of the next token fed
+        self.sampled = 0
+
+    def next(self, logits: torch.Tensor) -> DecodeStep:
+        token = self.sampler(logits)
+        self.sampled += 1
+        if token in self.eos_ids:
+            return DecodeStep(None, self.tracker.flush(), "eos")
+        delta, stopped = self.tracker.push(token)
+        if stopped:
+            return DecodeStep(token, delta, "stop")
+        if self.sampled >= self.max_new_tokens:
+            return DecodeStep(token, delta + self.tracker.flush(), "length")
+        return DecodeStep(token, delta)
+
+    def fed(self) -> int:
+        """Advance past the token just fed; returns its position."""
+        self.position += 1
+        return self.position - 1
+
+
 @torch.no_grad()
 def decode_tokens(
     model,
@@ -173,34 +207,24 @@ def decode_tokens(
     ``before_feed(n)`` runs before the forward that feeds the n-th sampled token (1-based), so a caller that
     captures attention knows which step it is looking at.
     """
-    tracker = StopTextTracker(tokenizer, stop)
+    stream = TokenStream(tokenizer, max_new_tokens=max_new_tokens, sampler=sampler, eos_ids=eos_ids, stop=stop, next_position=next_position)
     device = first_logits.device
     logits = first_logits
-    position = next_position
-    for step in range(max_new_tokens):
-        token = sampler(logits)
-        if token in eos_ids:
-            yield DecodeStep(None, tracker.flush(), "eos")
+    while True:
+        step = stream.next(logits)
+        yield step
+        if step.finish_reason is not None:
             return
-        delta, stopped = tracker.push(token)
-        if stopped:
-            yield DecodeStep(token, delta, "stop")
-            return
-        if step == max_new_tokens - 1:
-            yield DecodeStep(token, delta + tracker.flush(), "length")
-            return
-        yield DecodeStep(token, delta)
         if before_feed is not None:
-            before_feed(step + 1)
+            before_feed(stream.sampled)
         out = model(
-            input_ids=torch.tensor([[token]], device=device),
-            position_ids=torch.tensor([[position]], device=device),
+            input_ids=torch.tensor([[step.token_id]], device=device),
+            position_ids=torch.tensor([[stream.fed()]], device=device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
         logits = out.logits[0, -1]
-        position += 1
 
 
 def new_cache(model):

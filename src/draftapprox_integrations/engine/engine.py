@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -10,10 +9,11 @@ import torch
 
 from . import specpc, speckv
 from .config import DEFAULT_MODEL, METHODS, SpecKVConfig, SpecPCConfig
-from .errors import EngineUsageError
+from .errors import ConfigError, DraftApproxError, EngineUsageError
 from .loading import LoadedModel, ModelSource, check_quantization, resolve_device, resolve_dtype, resolve_reference
-from .locking import FairRLock, stepwise
+from .locking import FairRLock
 from .prompts import same_vocabulary
+from .serving import EngineLoop, Request
 from .weights import load_shared
 
 
@@ -24,11 +24,13 @@ class DraftApproxEngine:
     loaded on first use. ``target_model=None`` gives a draft-only engine (enough for SpecPC compression).
     ``quantization`` ("4bit"/"8bit", bitsandbytes) applies to the target; the draft stays in ``dtype``.
 
-    Model work runs under one fair re-entrant lock (``locking.FairRLock``), taken here and nowhere below,
-    one step at a time: a SpecPC scoring pass, a generation's prefill, each decode step. The attention
-    capture and the KV cache surgery are per-call state on shared modules, and on a CPU two concurrent
-    forwards only compete for the same cores. The methods below this facade take loaded models and a
-    validated request; every argument is checked before any weight is loaded.
+    Model work runs on the engine's loop (``serving.EngineLoop``): one thread that owns the models, to which
+    every call submits a request and from which it reads its result or chunks. Answers decode together, up
+    to ``max_batch_size`` at a time (compressed caches of one budget stack with no padding), so concurrent
+    calls and :meth:`generate_batch` share each forward; no caller ever holds a model lock, and a paused,
+    abandoned or cancelled stream costs the others nothing. The methods below this facade take loaded
+    models and a validated request; every argument is checked before any weight is loaded, in the
+    caller's thread.
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class DraftApproxEngine:
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = "auto",
         quantization: str | None = None,
+        max_batch_size: int = 8,
     ) -> None:
         if draft_model is None and target_model is None:
             raise EngineUsageError("an engine needs at least one model: pass draft_model and/or target_model")
@@ -47,7 +50,10 @@ class DraftApproxEngine:
         self.quantization = check_quantization(quantization)
         self.draft_source: ModelSource | None = resolve_reference(draft_model) if draft_model is not None else None
         self.target_source: ModelSource | None = resolve_reference(target_model) if target_model is not None else None
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
         self._lock = FairRLock()
+        self._loop = EngineLoop(self._lock, max_batch_size=max_batch_size)
         self._draft: LoadedModel | None = None
         self._target: LoadedModel | None = None
 
@@ -135,15 +141,14 @@ class DraftApproxEngine:
         separator: marks elided text; whole_sentences: keep whole sentences, best first, while they fit; lookahead_text:
         score with this answer instead of letting the draft write one; max_prompt_tokens: cap on one draft
         prompt (longer inputs are scored in chunks); return_scores: keep the per-token scores.
-        Every argument is checked before the draft loads; only the draft's forwards run under the lock.
+        Every argument is checked before the draft loads; only the draft's scoring runs on the engine's loop.
         """
         request = specpc.prepare(
             context, query, budget=budget, rate=rate, config=config, separator=separator,
             whole_sentences=whole_sentences, lookahead_text=lookahead_text, max_prompt_tokens=max_prompt_tokens,
             return_scores=return_scores, **config_overrides,
         )
-        with self._lock:
-            scored = specpc.score_request(self.draft, request)
+        scored = self._loop.submit(Request(lambda: specpc.score_request(self.draft, request), streams=False)).result()
         return specpc.finish(request, scored)
 
     # -- SpecKV ---------------------------------------------------------------------------------
@@ -174,13 +179,43 @@ class DraftApproxEngine:
         Every argument is checked before any weight loads; raises ConfigError, EngineUsageError or
         ContextLengthError.
         """
-        plan = speckv.check_generation(
-            prompt, method=method, budget=budget, config=config, prompt_budget=prompt_budget,
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed, chat=chat,
-            specpc_config=specpc_config, has_draft=self.has_draft,
-        )
-        plan = speckv.tokenize_plan(plan, self.target)
-        return speckv.GenerationResult.from_chunks(self._steps(plan))
+        plan = self._plan(prompt, locals())
+        return speckv.GenerationResult.from_chunks(self._answer(plan))
+
+    def generate_batch(
+        self,
+        prompts: Sequence[str | Sequence[dict[str, str]]],
+        *,
+        method: str = "speckv",
+        budget: int | None = None,
+        config: SpecKVConfig | None = None,
+        prompt_budget: int | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] | str | None = None,
+        seed: int | None = None,
+        chat: bool | None = None,
+        specpc_config: SpecPCConfig | None = None,
+    ) -> list[speckv.GenerationResult]:
+        """:meth:`generate` for several prompts at once (same options), decoded together: their compressed
+        caches stack into one batch, so each decode step is one forward for all of them (up to the engine's
+        ``max_batch_size``; the rest join as rows finish). Under greedy decoding the answers equal those of
+        :meth:`generate` called one by one. ``seed`` seeds every row alike.
+
+        Every prompt is checked and tokenised before any work; an error names the prompt (``prompt 2: ...``).
+        If one generation fails, the others are cancelled and its error is raised, naming its prompt.
+        """
+        if isinstance(prompts, (str, dict)) or not isinstance(prompts, Sequence):
+            raise ConfigError("generate_batch takes a list of prompts (texts or message lists); use generate for one")
+        options = {k: v for k, v in locals().items() if k not in ("self", "prompts")}
+        plans = [_for_row(i, lambda p=prompt: self._plan(p, options)) for i, prompt in enumerate(prompts)]
+        requests = [self._submit(plan) for plan in plans]  # all at once: the loop prefills them before decoding
+        try:
+            return [_for_row(i, lambda r=r: speckv.GenerationResult.from_chunks(r.chunks(_last))) for i, r in enumerate(requests)]
+        finally:
+            for request in requests:
+                request.cancel()  # a no-op for the finished; stops the others when one row failed
 
     def stream(
         self,
@@ -207,17 +242,24 @@ class DraftApproxEngine:
         while the stream waits for its reader: a paused or abandoned stream, or one read from several
         threads, holds up no other call. ``close()`` (or dropping the iterator) ends the generation.
         """
-        plan = speckv.check_generation(
-            prompt, method=method, budget=budget, config=config, prompt_budget=prompt_budget,
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed, chat=chat,
-            specpc_config=specpc_config, has_draft=self.has_draft,
-        )
-        plan = speckv.tokenize_plan(plan, self.target)
-        return self._steps(plan)
+        return self._answer(self._plan(prompt, locals()))
 
-    def _steps(self, plan: speckv.GenerationPlan) -> Iterator[speckv.StreamChunk]:
-        """The generation's chunks, each computed under the lock (a cancelled caller stops it between two)."""
-        return stepwise(self._lock, lambda: speckv.run_generation(plan, self.target, self._draft_for(plan.method)))
+    def _plan(self, prompt, options: dict[str, Any]) -> speckv.GenerationPlan:
+        """The checked, tokenised plan of one generation (no model work but the target's tokenizer)."""
+        options = {k: v for k, v in options.items() if k not in ("self", "prompt", "prompts", "options")}
+        plan = speckv.check_generation(prompt, has_draft=self.has_draft, **options)
+        return speckv.tokenize_plan(plan, self.target)
+
+    def _submit(self, plan: speckv.GenerationPlan) -> Request:
+        def start():
+            return speckv.start_generation(plan, self.target, self._draft_for(plan.method))
+
+        return self._loop.submit(Request(start, streams=True))
+
+    def _answer(self, plan: speckv.GenerationPlan) -> Iterator[speckv.StreamChunk]:
+        """The generation's chunks from the engine's loop; submitted on the first ``next()``, so an iterator
+        that is never read costs nothing, and one closed or dropped early stops the generation."""
+        yield from self._submit(plan).chunks(_last)
 
     def _draft_for(self, method: str):
         """The loaded draft when ``method`` runs one (loading it now), else None."""
@@ -241,38 +283,13 @@ class DraftApproxEngine:
         return f"DraftApproxEngine(draft={d['draft']!r}, target={d['target']!r}, device={d['device']!r}, dtype={d['dtype']!r})"
 
 
-# -- shared engines ---------------------------------------------------------------------------------
-
-_engines: dict[tuple, DraftApproxEngine] = {}
-_engines_lock = threading.Lock()
-
-
-def get_engine(
-    draft_model: str | None = DEFAULT_MODEL,
-    target_model: str | None = None,
-    *,
-    device: str | torch.device | None = "auto",
-    dtype: str | torch.dtype | None = "auto",
-    quantization: str | None = None,
-) -> DraftApproxEngine:
-    """The process-wide engine for these references: components built alike share one copy of the weights."""
-    dev = resolve_device(device)
-    key = (
-        resolve_reference(draft_model).name if draft_model is not None else None,
-        resolve_reference(target_model).name if target_model is not None else None,
-        str(dev),
-        resolve_dtype(dtype, dev),
-        check_quantization(quantization),
-    )
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = DraftApproxEngine(draft_model, target_model, device=dev, dtype=key[3], quantization=key[4])
-            _engines[key] = engine
-        return engine
+def _for_row(row: int, work):
+    """``work()``, with a package error naming the prompt it came from."""
+    try:
+        return work()
+    except DraftApproxError as exc:
+        raise type(exc)(f"prompt {row}: {exc}") from exc
 
 
-def clear_engines() -> None:
-    """Forget the shared engines (their weights are freed once no component holds them)."""
-    with _engines_lock:
-        _engines.clear()
+def _last(chunk: speckv.StreamChunk) -> bool:
+    return chunk.finish_reason is not None

@@ -68,6 +68,11 @@ class FairRLock:
                 self._owner = None
                 self._cond.notify_all()
 
+    def owned(self) -> bool:
+        """Whether the calling thread holds the lock."""
+        with self._cond:
+            return self._owner == threading.get_ident()
+
     def locked(self) -> bool:
         with self._cond:
             return self._owner is not None
@@ -94,6 +99,11 @@ def cancellation_scope() -> tuple[threading.Event, contextvars.Token]:
 
 def reset_cancellation(token: contextvars.Token) -> None:
     _cancel_event.reset(token)
+
+
+def current_cancel_event() -> threading.Event | None:
+    """The cancel event of the calling context, if whoever runs the call gave it one."""
+    return _cancel_event.get()
 
 
 def cancel_requested() -> bool:

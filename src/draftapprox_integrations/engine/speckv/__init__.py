@@ -8,7 +8,7 @@ cut), ``selection`` (pure key scoring and top-k), ``cache`` (recording cache and
 from ..config import GENERATION_METHODS as METHODS
 from ..prompts import encode_prompt, normalize_messages, transcript
 from .cache import CompressedPrefill, compress_cache
-from .generate import generate, run_generation
+from .generate import AnswerRow, generate, run_generation, start_generation
 from .lookahead import draft_answer
 from .plan import GenerationPlan, check_generation, check_options, tokenize_plan
 from .prefill import prefill_and_compress, self_draft_prefill
@@ -17,6 +17,7 @@ from .selection import observation_key_scores, select_kept_indices, streaming_in
 
 __all__ = [
     "METHODS",
+    "AnswerRow",
     "CompressedPrefill",
     "GenerationPlan",
     "GenerationResult",
@@ -34,6 +35,7 @@ __all__ = [
     "run_generation",
     "select_kept_indices",
     "self_draft_prefill",
+    "start_generation",
     "streaming_indices",
     "tokenize_plan",
     "transcript",

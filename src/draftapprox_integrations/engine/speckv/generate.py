@@ -1,7 +1,9 @@
 """One SpecKV generation, top to bottom: lookahead (and the SpecKV-PC cut), prefill, decode.
 
-``run_generation(plan, target, draft)`` takes loaded models and a tokenised plan; the caller (the engine)
-picks the models and holds their lock. Methods:
+``start_generation(plan, target, draft)`` takes loaded models and a tokenised plan and returns an
+:class:`AnswerRow`: the prefilled, compressed cache and the state of the answer's decode, which the
+engine's loop steps together with other rows (``engine.batching``). ``run_generation`` decodes one row
+alone. The caller (the engine) picks the models and holds their lock. Methods:
 
 * ``full``: no compression (the reference).
 * ``snapkv``: the last ``window_size`` prompt queries score the prompt keys; per layer and KV head the top
@@ -23,7 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from ..config import METHODS
-from ..decoding import TokenSampler, decode_tokens
+from ..batching import DecodeBatch, cache_shape
+from ..decoding import DecodeStep, TokenSampler, TokenStream
 from ..prompts import encode_prompt, eos_token_ids
 from .cache import CompressedPrefill, full_bytes_uncut
 from .lookahead import draft_answer, lookahead_for_target, specpc_cut
@@ -49,14 +52,27 @@ class _Run:
     text: str | None = None
 
 
-def run_generation(plan: GenerationPlan, target, draft=None) -> Iterator[StreamChunk]:
-    """Text deltas of the answer; the last chunk carries the stats and the finish reason."""
+def start_generation(plan: GenerationPlan, target, draft=None) -> AnswerRow:
+    """The draft's lookahead (if the method has one), the target's prefill and its cut: a row ready to decode."""
     run = _start(plan, target, draft)
     prefill = _lookahead(run) if METHODS[run.method].needs_draft else None
     if prefill is None:
         prefill = _prefill(run)
     _record_prefill(run, prefill)
-    yield from _decode(run, prefill)
+    return AnswerRow(run, prefill)
+
+
+def run_generation(plan: GenerationPlan, target, draft=None) -> Iterator[StreamChunk]:
+    """Text deltas of the answer, decoded alone; the last chunk carries the stats and the finish reason."""
+    row = start_generation(plan, target, draft)
+    batch = DecodeBatch(target.model, cache_shape(row.cache))
+    batch.add(row, row.cache)
+    while True:
+        step = row.sample()
+        yield row.chunk(step)
+        if step.finish_reason is not None:
+            return
+        row.logits = batch.step([step.token_id], [row.stream.fed()])[0]
 
 
 def generate(plan: GenerationPlan, target, draft=None) -> GenerationResult:
@@ -178,32 +194,40 @@ def _record_prefill(run: _Run, prefill: CompressedPrefill) -> None:
     stats.prefill_seconds = time.perf_counter() - run.started
 
 
-def _decode(run: _Run, prefill: CompressedPrefill) -> Iterator[StreamChunk]:
-    plan, stats, target = run.plan, run.stats, run.target
-    first_token_at = time.perf_counter()
-    completion = 0
-    steps = decode_tokens(
-        target.model,
-        target.tokenizer,
-        prefill.cache,
-        prefill.first_logits,
-        prefill.prompt_len,
-        max_new_tokens=plan.max_new_tokens,
-        sampler=TokenSampler(plan.temperature, plan.top_p, plan.seed),
-        eos_ids=eos_token_ids(target),
-        stop=plan.stop,
-    )
-    for step in steps:
+class AnswerRow:
+    """One answer after its prefill: its compressed cache, the logits it samples next, and its decode state.
+
+    ``sample()`` picks the next token; ``chunk(step)`` turns the step into a stream chunk, filling the stats
+    on the last one. Whoever steps the row feeds the sampled token (at ``stream.fed()``) and sets ``logits``.
+    """
+
+    def __init__(self, run: _Run, prefill: CompressedPrefill) -> None:
+        plan, target = run.plan, run.target
+        self.run = run
+        self.cache = prefill.cache
+        self.logits = prefill.first_logits
+        self.stream = TokenStream(
+            target.tokenizer, max_new_tokens=plan.max_new_tokens, sampler=TokenSampler(plan.temperature, plan.top_p, plan.seed),
+            eos_ids=eos_token_ids(target), stop=plan.stop, next_position=prefill.prompt_len,
+        )
+        self.model = target.model
+        self.first_token_at = time.perf_counter()
+        self.completion = 0
+
+    def sample(self) -> DecodeStep:
+        return self.stream.next(self.logits)
+
+    def chunk(self, step: DecodeStep) -> StreamChunk:
         if step.token_id is not None:
-            completion += 1
+            self.completion += 1
         if step.finish_reason is None:
-            yield StreamChunk(text=step.text, token_id=step.token_id)
-            continue
+            return StreamChunk(text=step.text, token_id=step.token_id)
+        run, stats = self.run, self.run.stats
         ended = time.perf_counter()
-        stats.completion_tokens = completion
-        stats.decode_seconds = ended - first_token_at
+        stats.completion_tokens = self.completion
+        stats.decode_seconds = ended - self.first_token_at
         stats.total_seconds = ended - run.started
-        if plan.stop and step.finish_reason != "stop":
+        if run.plan.stop and step.finish_reason != "stop":
             run.notes.append("no stop sequence appeared")
         stats.note = "; ".join(run.notes)
-        yield StreamChunk(text=step.text, token_id=step.token_id, stats=stats, finish_reason=step.finish_reason)
+        return StreamChunk(text=step.text, token_id=step.token_id, stats=stats, finish_reason=step.finish_reason)

@@ -1,0 +1,235 @@
+"""The engine's loop decodes answers together: batched results equal the same calls run one by one.
+
+Tiny random models (llama; gemma3_text for sliding-window layers). Each forward of the target is recorded
+with its batch size, so the tests also see that rows really share forwards.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import threading
+
+import pytest
+import torch
+
+from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
+from draftapprox_integrations.engine.batching import DecodeBatch, cache_shape
+from draftapprox_integrations.engine.decoding import new_cache
+from tests.helpers import words
+
+PROMPTS = [words(60, seed) + " Which word came first?" for seed in range(3)] + [words(95, 7) + " Name the last word."]
+CFG = SpecKVConfig(budget=24, window_size=4)
+
+
+def _engine(tiny_model_factory, arch: str = "llama", **kwargs) -> DraftApproxEngine:
+    folder = str(tiny_model_factory(arch))
+    return DraftApproxEngine(folder, folder, device="cpu", dtype="float32", **kwargs).load()
+
+
+@pytest.fixture
+def engine(tiny_model_factory):
+    return _engine(tiny_model_factory)
+
+
+class _BatchSizes:
+    """The batch size of every target forward (a forward hook on the model)."""
+
+    def __init__(self, engine):
+        self.sizes: list[int] = []
+        self._handle = engine.target.model.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        self.sizes.append(int(output.logits.shape[0]))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+
+def _one_by_one(engine, prompts, **options):
+    return [engine.generate(p, **options) for p in prompts]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(method="speckv", config=CFG),
+        dict(method="snapkv", config=CFG),
+        dict(method="streamingllm", config=SpecKVConfig(budget=24, window_size=4, sink_tokens=4)),
+        dict(method="full"),
+        dict(method="speckv", config=CFG.replace(lookahead_tokens=3)),
+    ],
+    ids=["speckv", "snapkv", "streamingllm", "full", "speckv-lookahead3"],
+)
+def test_a_batch_answers_like_the_same_calls_one_by_one(engine, options):
+    options = dict(options, max_new_tokens=12)
+    expected = _one_by_one(engine, PROMPTS, **options)
+    with _BatchSizes(engine) as seen:
+        got = engine.generate_batch(PROMPTS, **options)
+    assert [r.token_ids for r in got] == [r.token_ids for r in expected]
+    assert [r.text for r in got] == [r.text for r in expected]
+    assert [r.finish_reason for r in got] == [r.finish_reason for r in expected]
+    assert [r.stats.kv_entries_kept for r in got] == [r.stats.kv_entries_kept for r in expected]
+    if options["method"] != "full":
+        # Compressed caches of one budget stack whatever the prompt length: the decode forwards carry all 4.
+        assert max(seen.sizes) == len(PROMPTS)
+    else:
+        # Full KV of prompts of other lengths cannot stack without padding: grouped by length instead.
+        lengths = collections.Counter(r.stats.prompt_tokens for r in expected)
+        assert max(seen.sizes) == max(lengths.values())
+
+
+def test_a_batch_of_one_equals_generate(engine):
+    single = engine.generate(PROMPTS[0], config=CFG, max_new_tokens=10)
+    (batched,) = engine.generate_batch([PROMPTS[0]], config=CFG, max_new_tokens=10)
+    assert batched.token_ids == single.token_ids and batched.text == single.text
+
+
+def test_rows_finish_independently_with_their_own_stop_and_length(engine):
+    # SnapKV: no lookahead, so a stop sequence cannot change which keys are kept (SpecKV's draft honours it).
+    options = dict(method="snapkv", config=CFG, max_new_tokens=12)
+    first = engine.generate(PROMPTS[0], **options)
+    stop = first.text[len(first.text) // 2 :][:3]
+    assert stop.strip()
+    got = engine.generate_batch(PROMPTS, stop=[stop], **options)
+    expected = _one_by_one(engine, PROMPTS, stop=[stop], **options)
+    assert [(r.text, r.finish_reason) for r in got] == [(r.text, r.finish_reason) for r in expected]
+    assert got[0].finish_reason == "stop" and stop not in got[0].text
+
+
+def test_max_batch_size_bounds_the_rows_decoding_together(tiny_model_factory):
+    engine = _engine(tiny_model_factory, max_batch_size=2)
+    expected = _one_by_one(engine, PROMPTS, config=CFG, max_new_tokens=8)
+    with _BatchSizes(engine) as seen:
+        got = engine.generate_batch(PROMPTS, config=CFG, max_new_tokens=8)
+    assert [r.token_ids for r in got] == [r.token_ids for r in expected]
+    assert max(seen.sizes) == 2
+
+
+def test_concurrent_calls_with_mixed_methods_and_budgets_are_grouped(engine):
+    calls = [
+        (PROMPTS[0], dict(method="speckv", config=CFG)),
+        (PROMPTS[1], dict(method="snapkv", config=CFG)),
+        (PROMPTS[2], dict(method="speckv", budget=32)),
+        (PROMPTS[3], dict(method="full")),
+        (PROMPTS[1], dict(method="streamingllm", config=SpecKVConfig(budget=24, window_size=4))),
+    ]
+    expected = [engine.generate(p, max_new_tokens=10, **o).token_ids for p, o in calls]
+    with _BatchSizes(engine) as seen, cf.ThreadPoolExecutor(len(calls)) as pool:
+        futures = [pool.submit(engine.generate, p, max_new_tokens=10, **o) for p, o in calls]
+        got = [f.result(timeout=120).token_ids for f in futures]
+    assert got == expected
+    assert len(seen.sizes) < sum(len(t) + 1 for t in expected)  # some forwards were shared
+
+
+def test_a_row_that_arrives_mid_decode_joins_the_running_batch(engine):
+    options = dict(config=CFG, max_new_tokens=40)
+    expected = [engine.generate(p, **options).token_ids for p in PROMPTS[:2]]
+    first = engine.stream(PROMPTS[0], **options)
+    chunks = [next(first) for _ in range(3)]  # the first answer is decoding
+    with _BatchSizes(engine) as seen:
+        second = engine.generate(PROMPTS[1], **options)
+        rest = list(first)
+    tokens = [c.token_id for c in chunks + rest if c.token_id is not None]
+    assert tokens == expected[0]
+    assert second.token_ids == expected[1]
+    assert 2 in seen.sizes  # the late row was padded into the running batch instead of waiting
+
+
+def test_a_cancelled_row_leaves_the_others_untouched(engine):
+    options = dict(config=CFG, max_new_tokens=12)
+    expected = engine.generate(PROMPTS[1], **options).token_ids
+    doomed = engine.stream(PROMPTS[0], max_new_tokens=400, method="snapkv", config=CFG)
+    next(doomed)
+    doomed.close()  # cancelled while the other row decodes beside it
+    assert engine.generate(PROMPTS[1], **options).token_ids == expected
+
+
+def test_sliding_window_rows_batch_when_they_start_together(tiny_model_factory):
+    engine = _engine(tiny_model_factory, "gemma3_text")
+    prompts = [words(40, s) + " Which word came first?" for s in range(3)]
+    options = dict(method="speckv", config=SpecKVConfig(budget=16, window_size=4), max_new_tokens=8)
+    expected = _one_by_one(engine, prompts, **options)
+    got = engine.generate_batch(prompts, **options)
+    assert [r.token_ids for r in got] == [r.token_ids for r in expected]
+
+
+# -- bad input: named by row, before any work ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "row"),
+    [("", ConfigError, 2), (words(5000, 1), ContextLengthError, 1)],
+    ids=["empty", "over-the-context"],
+)
+def test_a_bad_prompt_in_a_batch_is_named_before_any_work(tiny_model_factory, bad, error, row):
+    engine = _engine(tiny_model_factory)
+    engine.target.model.config.max_position_embeddings = 512  # a short context to overflow
+    prompts = list(PROMPTS[:3])
+    prompts.insert(row, bad)
+    with _BatchSizes(engine) as seen, pytest.raises(error, match=rf"^prompt {row}: "):
+        engine.generate_batch(prompts, config=CFG, max_new_tokens=4)
+    assert seen.sizes == []
+
+
+@pytest.mark.parametrize("prompts", ["one prompt", {"role": "user"}, 7])
+def test_generate_batch_wants_a_list(engine, prompts):
+    with pytest.raises(ConfigError, match="list of prompts"):
+        engine.generate_batch(prompts)
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, True, "8"])
+def test_max_batch_size_is_checked(tiny_model_factory, size):
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        DraftApproxEngine(str(tiny_model_factory("llama")), None, device="cpu", max_batch_size=size)
+
+
+def test_a_thread_holding_the_engine_lock_gets_an_error_not_a_hang(engine):
+    with engine.lock:
+        with pytest.raises(Exception, match="holding engine.lock"):
+            engine.generate(PROMPTS[0], config=CFG, max_new_tokens=2)
+
+
+def test_the_loop_thread_exits_when_idle(tiny_model_factory):
+    engine = _engine(tiny_model_factory)
+    engine._loop.idle_seconds = 0.05
+    engine.generate(PROMPTS[0], config=CFG, max_new_tokens=2)
+    thread = engine._loop._thread
+    if thread is not None:
+        thread.join(5)
+        assert not thread.is_alive()
+    assert engine.generate(PROMPTS[0], config=CFG, max_new_tokens=2).stats.completion_tokens == 2  # restarts
+
+
+# -- DecodeBatch on its own ----------------------------------------------------------------------------
+
+
+def _prefilled(model, ids):
+    cache = new_cache(model)
+    out = model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True)
+    return cache, out.logits[0, -1]
+
+
+@torch.no_grad()
+def test_decode_batch_pads_a_late_row_and_trims_the_padding_when_it_is_no_longer_needed(engine):
+    model = engine.target.model
+    a, b = list(range(5, 25)), list(range(30, 50))
+    cache_a, logits_a = _prefilled(model, a)
+    cache_b, logits_b = _prefilled(model, b)
+    alone_b, alone_logits = _prefilled(model, b)
+    batch = DecodeBatch(model, cache_shape(cache_a))
+    batch.add("a", cache_a)
+    batch.step([int(logits_a.argmax())], [len(a)])
+    assert batch.accepts(cache_shape(cache_b))
+    batch.add("b", cache_b)  # one step behind: padded by one masked entry
+    assert batch.mask is not None and batch.mask[1, 0] == 0 and bool(batch.mask[0].all())
+    token = int(logits_b.argmax())
+    logits = batch.step([7, token], [len(a) + 1, len(b)])
+    expected = model(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[len(b)]]), cache=alone_b, use_cache=True).logits[0, -1]
+    torch.testing.assert_close(logits[1], expected, rtol=1e-4, atol=1e-4)
+    batch.remove([1])  # row a leaves: row b's padding column is padding everywhere, so it goes
+    assert batch.rows == ["b"] and batch.mask is None
+    assert batch.cache.layers[0].keys.shape[-2] == len(b) + 1
