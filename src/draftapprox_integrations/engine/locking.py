@@ -1,11 +1,10 @@
 """The engine's lock, and a way for a caller to cancel a call that is still running.
 
 Model work is serialised per engine: the attention capture and the KV surgery are per-call state on shared
-modules, and on a CPU two forwards at once only compete for the same cores. The lock is taken for one
-*step* at a time (a prefill, one decode step), never while a stream waits for its consumer, so a paused,
-abandoned or cross-thread stream blocks no one. It hands itself to waiters in arrival order: a stream
-that releases and at once asks again queues behind the call that was waiting, so concurrent calls
-interleave step by step instead of one starving the others.
+modules, and on a CPU two forwards at once only compete for the same cores. The engine's loop takes the
+lock for one step at a time (a prefill, one batched decode step); loading and the evals' baselines take
+it too. It hands itself to waiters in arrival order, so a loop that releases and at once asks again
+queues behind whoever was waiting instead of starving them.
 """
 
 from __future__ import annotations
@@ -14,12 +13,6 @@ import collections
 import contextvars
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
-
-from .errors import RequestCancelled
-
-T = TypeVar("T")
 
 
 class FairRLock:
@@ -106,32 +99,3 @@ def current_cancel_event() -> threading.Event | None:
     return _cancel_event.get()
 
 
-def cancel_requested() -> bool:
-    event = _cancel_event.get()
-    return event is not None and event.is_set()
-
-
-_END = object()
-
-
-def stepwise(lock: FairRLock, make_steps: Callable[[], Iterator[T]]) -> Iterator[T]:
-    """Iterate ``make_steps()`` holding ``lock`` only while each item is computed.
-
-    The iterator is created inside the lock on the first step (creating it may load models). A cancel
-    request (:func:`cancellation_scope`) stops before the next step with RequestCancelled.
-    """
-    steps = None
-    try:
-        while True:
-            if cancel_requested():
-                raise RequestCancelled("the call was cancelled by its caller; it stopped before its next step")
-            with lock:
-                if steps is None:
-                    steps = make_steps()
-                item = next(steps, _END)
-            if item is _END:
-                return
-            yield item
-    finally:
-        if steps is not None:
-            steps.close()
