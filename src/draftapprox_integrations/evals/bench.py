@@ -164,6 +164,7 @@ def measure(engine, prompt: str, context: str, question: str, method: str, cfg: 
         "compression_seconds": round(compress_seconds, 4),
         "kv_bytes": s.get("kv_bytes_kept"),
         "kv_bytes_full": s.get("kv_bytes_full"),
+        "kv_bytes_peak": s.get("kv_bytes_peak"),
         "peak_rss_bytes": rss.peak,
         "rss_growth_bytes": rss.peak - rss.start,
         "stats": s,
@@ -175,19 +176,43 @@ def measure(engine, prompt: str, context: str, question: str, method: str, cfg: 
     return row
 
 
-def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
+def engine_for(pair: Pair, cfg: BenchConfig, **engine_options: Any):
+    """A loaded engine for ``pair`` (random-weight shapes are built, then cached) and its load seconds."""
     from ..engine import DraftApproxEngine
-    from .tasks import make_sample
 
     if pair.random_weights:
         draft_ref = str(random_model_folder(pair.draft, seed=cfg.seed))
         target_ref = str(random_model_folder(pair.target, seed=cfg.seed + 1))
     else:
         draft_ref, target_ref = pair.draft, pair.target
-    engine = DraftApproxEngine(draft_ref, target_ref, device=cfg.device, dtype=cfg.dtype)
+    engine = DraftApproxEngine(draft_ref, target_ref, device=cfg.device, dtype=cfg.dtype, **engine_options)
     t0 = time.perf_counter()
     engine.load()
-    load_seconds = time.perf_counter() - t0
+    return engine, time.perf_counter() - t0
+
+
+def pair_info(pair: Pair, engine, load_seconds: float) -> dict[str, Any]:
+    """What a result file says about the models it measured."""
+    return {
+        "pair": pair.label,
+        "draft": pair.draft,
+        "target": pair.target,
+        "weights": "random weights (cost only, no quality)" if pair.random_weights else "real weights",
+        "random_weights": pair.random_weights,
+        "parameters": {
+            "draft": sum(p.numel() for p in engine.draft.model.parameters()),
+            "target": sum(p.numel() for p in engine.target.model.parameters()),
+        },
+        "device": str(engine.device),
+        "dtype": str(engine.dtype).replace("torch.", ""),
+        "load_seconds": round(load_seconds, 2),
+    }
+
+
+def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
+    from .tasks import make_sample
+
+    engine, load_seconds = engine_for(pair, cfg)
     tok = engine.target.tokenizer
     limit = min(engine.target.context_length, engine.draft.context_length)
     rows: list[dict[str, Any]] = []
@@ -214,22 +239,7 @@ def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
                 rows.append(row)
                 if progress:
                     progress.update(1)
-    info = {
-        "pair": pair.label,
-        "draft": pair.draft,
-        "target": pair.target,
-        "weights": "random weights (cost only, no quality)" if pair.random_weights else "real weights",
-        "random_weights": pair.random_weights,
-        "parameters": {
-            "draft": sum(p.numel() for p in engine.draft.model.parameters()),
-            "target": sum(p.numel() for p in engine.target.model.parameters()),
-        },
-        "device": str(engine.device),
-        "dtype": str(engine.dtype).replace("torch.", ""),
-        "load_seconds": round(load_seconds, 2),
-        "skipped_lengths": skipped_lengths,
-        "rows": rows,
-    }
+    info = {**pair_info(pair, engine, load_seconds), "skipped_lengths": skipped_lengths, "rows": rows}
     del engine
     gc.collect()
     return info
@@ -259,6 +269,37 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     return written
 
 
+def run_throughput_bench(cfg: BenchConfig, batch_sizes: Sequence[int]) -> dict[str, Any]:
+    """The throughput grid (``evals.throughput``) for every pair; ``throughput-<pair>.json`` and ``.md`` in
+    ``output_dir``. The engine's ``max_batch_size`` is the largest batch size, so a batch decodes as one."""
+    from .throughput import run_throughput, throughput_table
+
+    cfg.validate()
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for pair in (parse_pair(p) for p in cfg.pairs):
+        engine, load_seconds = engine_for(pair, cfg, max_batch_size=max(batch_sizes))
+        warm = engine.generate("Say hello.", method="full", max_new_tokens=4)  # one-off costs go here
+        del warm
+        rows = run_throughput(
+            engine, lengths=cfg.lengths, batch_sizes=batch_sizes, methods=cfg.methods, budget=cfg.budget,
+            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+            progress=lambda r: logger.info("throughput %s %d x%d: %.2fx", r["method"], r["length"], r["batch_size"], r["end_to_end_speedup"]),
+        )
+        result = {**pair_info(pair, engine, load_seconds), "machine": machine_info(), "batch_sizes": list(batch_sizes),
+                  "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items() if k != "output_dir"},
+                  "rows": rows}
+        json_path = out_dir / f"throughput-{pair.label}.json"
+        json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        md_path = out_dir / f"throughput-{pair.label}.md"
+        md_path.write_text("\n".join(throughput_table(rows)) + "\n", encoding="utf-8")
+        written[pair.label] = {"json": str(json_path), "md": str(md_path), "result": result}
+        del engine
+        gc.collect()
+    return written
+
+
 __all__ = [
     "BENCH_METHODS",
     "DEFAULT_BENCH",
@@ -275,6 +316,7 @@ __all__ = [
     "plot_bench",
     "random_model_folder",
     "run_bench",
+    "run_throughput_bench",
     "run_pair",
     "summary_lines",
 ]

@@ -6,12 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..engine.config import DEFAULT_MODEL
+from ..engine.config import DEFAULT_MODEL, GENERATION_METHODS
 from ..engine.errors import MissingExtraError
 from .bench import BENCH_METHODS, DEFAULT_BENCH, LARGE_BENCH_CPU, LARGE_BENCH_GPU, RANDOM_SHAPES, REAL_PAIRS
 from .extras import BENCH_MODULES, EVAL_MODULES, RENDER_MODULES, require
 from .runner import DEFAULT_GRID, LARGE_GRID, METHODS, PROMPT_STYLES
 from .tasks import TASKS
+
+THROUGHPUT_METHODS = ("full", "speckv")
 
 
 def _missing_extra(command: str, modules: tuple[str, ...]) -> int | None:
@@ -49,6 +51,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         prompt_style=args.prompt_style,
         pc_prompt_factor=args.pc_prompt_factor,
         max_new_tokens=args.max_new_tokens,
+        lookahead_tokens=args.lookahead_tokens,
         progress=not args.no_progress,
     )
     report = run_eval(cfg)
@@ -60,13 +63,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     missing = _missing_extra("bench", BENCH_MODULES)
     if missing is not None:
         return missing
-    from .bench import BenchConfig, run_bench, summary_lines
+    from .bench import BenchConfig, run_bench, run_throughput_bench, summary_lines
 
     grid = dict({"small": DEFAULT_BENCH, "large-cpu": LARGE_BENCH_CPU, "large-gpu": LARGE_BENCH_GPU}[args.grid])
+    throughput = args.throughput_batches
+    methods = args.methods or (list(THROUGHPUT_METHODS) if throughput else list(BENCH_METHODS))
+    if throughput and (set(methods) - set(GENERATION_METHODS) or min(throughput) < 1):
+        print("draftapprox bench: --throughput-batches takes batch sizes >= 1 and generation methods "
+              f"({', '.join(GENERATION_METHODS)})", file=sys.stderr)
+        return 2
     cfg = BenchConfig(
         pairs=args.pairs or list(grid["pairs"]),
         lengths=args.lengths or list(grid["lengths"]),
-        methods=args.methods or list(BENCH_METHODS),
+        methods=methods,
         budget=args.budget or grid["budget"],
         pc_prompt_factor=args.pc_prompt_factor,
         max_new_tokens=args.max_new_tokens or grid["max_new_tokens"],
@@ -76,6 +85,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         output_dir=args.out,
     )
+    if throughput:
+        for label, done in run_throughput_bench(cfg, throughput).items():
+            print(f"{label}: {done['md']}")
+            print(open(done["md"], encoding="utf-8").read())
+        return 0
     written = run_bench(cfg)
     print("\n".join(summary_lines(written)))
     return 0
@@ -112,6 +126,8 @@ def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
     ev.add_argument("--prompt-style", choices=PROMPT_STYLES, default="auto", help="auto: chat template when the target has one")
     ev.add_argument("--pc-prompt-factor", type=float, default=2.0, help="speckv-pc: SpecPC keeps factor x budget prompt tokens")
     ev.add_argument("--max-new-tokens", type=int, default=None, help="default: per task (24-96)")
+    ev.add_argument("--lookahead-tokens", type=int, default=None,
+                    help="speckv / speckv-pc: tokens of the draft's lookahead (default: SpecKVConfig's)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument("--render-only", action="store_true", help="only re-render OUT/results.md and OUT/accuracy.png from OUT/results.jsonl")
     ev.set_defaults(func=cmd_eval)
@@ -134,6 +150,9 @@ def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
     be.add_argument("--pc-prompt-factor", type=float, default=2.0, help="speckv-pc: SpecPC keeps factor x budget prompt tokens")
     be.add_argument("--max-new-tokens", type=int, help="tokens generated per run (default: the grid's)")
     be.add_argument("--repeats", type=int, default=1, help="timed runs per point (default: %(default)s)")
+    be.add_argument("--throughput-batches", nargs="+", type=int, metavar="B",
+                    help="measure throughput instead: B requests one by one against one batch of B, for each B "
+                         f"(methods default to {' '.join(THROUGHPUT_METHODS)})")
     _device_args(be)
     be.add_argument("--seed", type=int, default=0, help="seed of the prompts and the random weights (default: %(default)s)")
     be.add_argument("--out", default="draftapprox-results/bench", help="output folder (JSON + PNG per pair)")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..engine.config import DEFAULT_MODEL, GENERATION_METHODS
+from ..engine.config import DEFAULT_MODEL, GENERATION_METHODS, SpecKVConfig
 from ..engine.config import PROMPT_METHODS as _TABLE_PROMPT_METHODS
 from ..engine.errors import ConfigError
 from .extras import EVAL_MODULES, RENDER_MODULES, require
@@ -67,6 +67,7 @@ class EvalConfig:
     prompt_style: str = "auto"
     pc_prompt_factor: float = 2.0
     max_new_tokens: int | None = None
+    lookahead_tokens: int | None = None  # the draft's lookahead of speckv / speckv-pc (None: the config's default)
     progress: bool = True
 
     def validate(self) -> None:
@@ -87,6 +88,8 @@ class EvalConfig:
             raise ConfigError(f"pc_prompt_factor must be >= 1 (the SpecPC cut keeps more than the KV budget), got {self.pc_prompt_factor}")
         if self.num_samples < 1:
             raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.lookahead_tokens is not None and (isinstance(self.lookahead_tokens, bool) or self.lookahead_tokens < 0):
+            raise ConfigError(f"lookahead_tokens must be an integer >= 0, got {self.lookahead_tokens!r}")
 
 
 @dataclass
@@ -156,12 +159,15 @@ def run_one(engine, sample: Sample, method: str, budget: int | None, cfg: EvalCo
         out.update(how.compression_fields(comp))
         context = comp.text
         out["answers_kept"] = sum(a.lower() in context.lower() for a in sample.answers) / len(sample.answers)
+    kwargs = how.generate_kwargs(budget, pc_prompt_factor=cfg.pc_prompt_factor)
+    if cfg.lookahead_tokens is not None and how.spec.needs_draft and how.spec.kind == "generation":
+        kwargs["config"] = SpecKVConfig(lookahead_tokens=cfg.lookahead_tokens)
     result = engine.generate(
         _prompt(sample, target_tok, cfg.prompt_style, context),
         max_new_tokens=max_new,
         temperature=0.0,
         chat=False,
-        **how.generate_kwargs(budget, pc_prompt_factor=cfg.pc_prompt_factor),
+        **kwargs,
     )
     out["seconds"] = round(time.perf_counter() - started, 4)
     out["prediction"] = result.text

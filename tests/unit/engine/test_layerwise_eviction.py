@@ -88,6 +88,7 @@ def test_peak_cache_is_the_kept_entries_plus_one_full_layer(tiny_model_factory, 
             for h in handles:
                 h.remove()
         peaks[layerwise] = max(seen)
+        assert prefill.kv_bytes_peak == peaks[layerwise]  # the stat reports what was really alive
     n_layers = len(prefill.cache.layers)
     one_full_layer = prefill.kv_bytes_full // n_layers * (len(ids) + len(look)) // len(ids)
     bound = prefill.kv_bytes_kept + one_full_layer

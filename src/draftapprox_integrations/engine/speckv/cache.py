@@ -25,6 +25,7 @@ class CompressedPrefill:
     kept_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, Hkv, kept]
     kv_bytes_full: int = 0
     kv_bytes_kept: int = 0
+    kv_bytes_peak: int = 0  # the largest cache alive during the prefill (every layer, keys and values)
     lookahead_seconds: float = 0.0  # self-draft path: the lookahead written into the shared cache
 
 
@@ -41,6 +42,15 @@ def recording_cache(model):
             layer.activate_past_recording()
     full_layers = [i for i, layer in enumerate(cache.layers) if not is_sliding(layer)]
     return cache, full_layers
+
+
+def cache_bytes(cache) -> int:
+    """Bytes the cache holds now: keys and values of every layer."""
+    return sum(
+        layer.keys.numel() * layer.keys.element_size() * 2
+        for layer in cache.layers
+        if getattr(layer, "is_initialized", True) and layer.keys is not None
+    )
 
 
 def _bytes_per_entry(layer) -> int:
@@ -96,8 +106,11 @@ def cut_prefill(
     *,
     lookahead_seconds: float = 0.0,
     already_cut: Collection[int] = (),
+    peak_bytes: int = 0,
 ) -> CompressedPrefill:
-    """compress_cache (drop the lookahead, keep ``kept_indices`` of the prompt) and the resulting prefill."""
+    """compress_cache (drop the lookahead, keep ``kept_indices`` of the prompt) and the resulting prefill.
+    ``peak_bytes``: the largest cache seen before now (layer-wise eviction measures it during the forward)."""
+    peak_bytes = max(peak_bytes, cache_bytes(cache))  # what is alive before this cut
     kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, n_look, already_cut)
     return CompressedPrefill(
         cache=cache,
@@ -107,6 +120,7 @@ def cut_prefill(
         kept_indices=kept_indices,
         kv_bytes_full=kv_bytes_full,
         kv_bytes_kept=kv_bytes_kept,
+        kv_bytes_peak=peak_bytes,
         lookahead_seconds=lookahead_seconds,
     )
 

@@ -191,6 +191,7 @@ def _record_prefill(run: _Run, prefill: CompressedPrefill) -> None:
         # The full reference is the uncut prompt: scale the per-entry bytes of full-attention layers.
         stats.kv_bytes_full = full_bytes_uncut(prefill, stats.prompt_tokens)
     stats.kv_bytes_kept = prefill.kv_bytes_kept
+    stats.kv_bytes_peak = prefill.kv_bytes_peak
     stats.prefill_seconds = time.perf_counter() - run.started
 
 
@@ -211,10 +212,12 @@ class AnswerRow:
             eos_ids=eos_token_ids(target), stop=plan.stop, next_position=prefill.prompt_len,
         )
         self.model = target.model
-        self.first_token_at = time.perf_counter()
+        self.first_token_at: float | None = None  # set by the first sample: a batched row may wait for others' prefills
         self.completion = 0
 
     def sample(self) -> DecodeStep:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
         return self.stream.next(self.logits)
 
     def chunk(self, step: DecodeStep) -> StreamChunk:

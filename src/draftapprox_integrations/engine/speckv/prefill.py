@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,7 +26,7 @@ from ..config import SpecKVConfig
 from ..decoding import greedy_lookahead
 from ..errors import ConfigError
 from ..prompts import eos_token_ids
-from .cache import CompressedPrefill, cut_full_layer, cut_prefill, recording_cache
+from .cache import CompressedPrefill, cache_bytes, cut_full_layer, cut_prefill, recording_cache
 from .selection import combine_records, observation_key_scores, select_kept_indices, streaming_indices
 
 PREFILL_METHODS = ("full", "snapkv", "speckv", "streamingllm")
@@ -54,25 +55,35 @@ def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, window: 
     )
 
 
+@dataclass
+class Eviction:
+    """What layer-wise eviction did during a forward: the layers it cut and the largest cache it saw."""
+
+    cut: set[int] = field(default_factory=set)
+    peak_bytes: int = 0
+
+
 @contextmanager
-def evict_after_attention(model, cache, layers: Sequence[int], choose, prompt_len: int) -> Iterator[set[int]]:
+def evict_after_attention(model, cache, layers: Sequence[int], choose, prompt_len: int) -> Iterator[Eviction]:
     """Cut each layer of ``layers`` right after its attention has run, inside the forward.
 
     ``choose(i)`` gives layer i's kept prompt positions ([B, Hkv, k], or None to keep the whole prompt); the
     layer then holds only those (the lookahead's entries go too), so while the forward runs on, only the
-    current layer's full KV is alive. Yields the set of layers cut so far.
+    current layer's full KV is alive. The cache's size is taken just before each cut: its largest value is
+    the prefill's peak.
     """
-    cut: set[int] = set()
+    done = Eviction()
     wanted = set(layers)
 
     def hook(module, args, output) -> None:
         i = module.layer_idx
+        done.peak_bytes = max(done.peak_bytes, cache_bytes(cache))
         cut_full_layer(cache.layers[i], choose(i), prompt_len)
-        cut.add(i)
+        done.cut.add(i)
 
     handles = [m.register_forward_hook(hook) for m in attention_modules(model) if m.layer_idx in wanted]
     try:
-        yield cut
+        yield done
     finally:
         for handle in handles:
             handle.remove()
@@ -115,8 +126,8 @@ def prefill_and_compress(
         return kept_i
 
     evicting = layerwise and method != "full"
-    eviction = evict_after_attention(model, cache, full_layers, remember, prompt_len) if evicting else nullcontext(())
-    with capture, eviction as already_cut:
+    eviction = evict_after_attention(model, cache, full_layers, remember, prompt_len) if evicting else nullcontext(Eviction())
+    with capture, eviction as evicted:
         out = model(
             input_ids=torch.tensor([list(prompt_ids) + lookahead], device=device),
             cache=cache,
@@ -127,7 +138,10 @@ def prefill_and_compress(
     if not evicting:
         for i in full_layers:
             remember(i)
-    return cut_prefill(cache, out.logits[0, -1].float(), prompt_len, budget, kept, len(lookahead), already_cut=already_cut)
+    return cut_prefill(
+        cache, out.logits[0, -1].float(), prompt_len, budget, kept, len(lookahead),
+        already_cut=evicted.cut, peak_bytes=evicted.peak_bytes,
+    )
 
 
 def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, config):

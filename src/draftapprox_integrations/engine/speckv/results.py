@@ -23,6 +23,7 @@ class GenerationStats:
     kv_entries_kept: int = 0
     kv_bytes_full: int = 0
     kv_bytes_kept: int = 0
+    kv_bytes_peak: int = 0  # the largest KV cache alive during the target's prefill
     draft_seconds: float = 0.0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
