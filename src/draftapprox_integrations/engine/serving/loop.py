@@ -148,13 +148,12 @@ class EngineLoop:
             try:
                 with self.lock:
                     started = request.start()
+                if request.streams:
+                    self._join(request, started)
+                else:
+                    request.send_result(started)
             except BaseException as exc:  # the caller gets it; the loop serves the others
                 request.fail(exc)
-                continue
-            if request.streams:
-                self._join(request, started)
-            else:
-                request.send_result(started)
         return True
 
     def _join(self, request: Request, answer: Any) -> None:
