@@ -11,10 +11,10 @@ import torch
 from . import specpc, speckv
 from .config import DEFAULT_MODEL, METHODS, SpecKVConfig, SpecPCConfig
 from .errors import EngineUsageError
-from .loading import LoadedModel, ModelSource, check_quantization, resolve_device, resolve_dtype, resolve_reference
+from .loading import LoadedModel, ModelSource, check_quantization, load_tokenizer, resolve_device, resolve_dtype
 from .locking import FairRLock, stepwise
 from .prompts import same_vocabulary
-from .weights import load_shared
+from .weights import entry_key, load_shared, model_entry
 
 
 class DraftApproxEngine:
@@ -23,6 +23,9 @@ class DraftApproxEngine:
     Constructing an engine validates its options and resolves the references (cheap); the weights are
     loaded on first use. ``target_model=None`` gives a draft-only engine (enough for SpecPC compression).
     ``quantization`` ("4bit"/"8bit", bitsandbytes) applies to the target; the draft stays in ``dtype``.
+    ``draft_model_kwargs`` / ``target_model_kwargs``: extra ``from_pretrained`` keywords (``revision``, ...). A
+    model may be a loaded transformers model with ``draft_tokenizer`` / ``target_tokenizer``: used in place, not
+    copied (``loading.adopt_model``); one object in two roles or engines is one copy, as one reference is.
 
     Model work runs under one fair re-entrant lock (``locking.FairRLock``), taken here and nowhere below,
     one step at a time: a SpecPC scoring pass, a generation's prefill, each decode step. The attention
@@ -33,20 +36,26 @@ class DraftApproxEngine:
 
     def __init__(
         self,
-        draft_model: str | None = DEFAULT_MODEL,
-        target_model: str | None = None,
+        draft_model: Any = DEFAULT_MODEL,
+        target_model: Any = None,
         *,
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = "auto",
         quantization: str | None = None,
+        draft_tokenizer: Any = None,
+        target_tokenizer: Any = None,
+        draft_model_kwargs: dict[str, Any] | None = None,
+        target_model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if draft_model is None and target_model is None:
             raise EngineUsageError("an engine needs at least one model: pass draft_model and/or target_model")
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.quantization = check_quantization(quantization)
-        self.draft_source: ModelSource | None = resolve_reference(draft_model) if draft_model is not None else None
-        self.target_source: ModelSource | None = resolve_reference(target_model) if target_model is not None else None
+        self.draft_source, self.draft_model_kwargs = model_entry(draft_model, draft_tokenizer, draft_model_kwargs, "draft")
+        self.target_source, self.target_model_kwargs = model_entry(
+            target_model, target_tokenizer, target_model_kwargs, "target", quantization=self.quantization
+        )
         self._lock = FairRLock()
         self._draft: LoadedModel | None = None
         self._target: LoadedModel | None = None
@@ -72,7 +81,9 @@ class DraftApproxEngine:
             raise EngineUsageError("this engine has no draft model; construct it with draft_model=...")
         with self._lock:
             if self._draft is None:
-                self._draft = load_shared(self.draft_source, device=self.device, dtype=self.dtype)
+                self._draft = load_shared(
+                    self.draft_source, device=self.device, dtype=self.dtype, model_kwargs=self.draft_model_kwargs
+                )
             return self._draft
 
     @property
@@ -87,16 +98,21 @@ class DraftApproxEngine:
             if self._target is None:
                 # One model as its own draft (unquantised) gets the draft's copy from the shared registry.
                 self._target = load_shared(
-                    self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization
+                    self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization,
+                    model_kwargs=self.target_model_kwargs,
                 )
             return self._target
 
+    @property
+    def target_tokenizer(self):
+        """The target's tokenizer, never loading its weights (``loading.load_tokenizer``): for counting tokens."""
+        if self._target is not None or self.target_source is None:  # a draft-only engine raises EngineUsageError
+            return self.target.tokenizer
+        return load_tokenizer(self.target_source, self.target_model_kwargs)
+
     def load(self) -> DraftApproxEngine:
         """Load every configured model now (otherwise they load on first use)."""
-        if self.has_draft:
-            _ = self.draft
-        if self.has_target:
-            _ = self.target
+        _ = (self.draft if self.has_draft else None), (self.target if self.has_target else None)
         return self
 
     @property
@@ -166,8 +182,10 @@ class DraftApproxEngine:
     ) -> speckv.GenerationResult:
         """Answer ``prompt`` with the target, its prompt KV cut to ``budget`` entries per layer and KV head.
 
-        prompt: text, or a list of {"role", "content"} messages (rendered with the target's chat template;
-        chat=True wraps a text in one user message, chat=False renders messages as a plain transcript).
+        prompt: text, or a list of {"role", "content"} messages. chat=None (default): a text is one user
+        message rendered with each model's chat template, or read as plain text by a model without one (a base
+        model); messages use the template. chat=False sends the text as it is (messages as a plain transcript);
+        chat=True always wraps a text in one user message (a transcript for a model without a template).
         method: speckv | snapkv | streamingllm | full | speckv-pc. budget / config: the SpecKVConfig (budget
         overrides config.budget). prompt_budget / specpc_config: speckv-pc's SpecPC cut, in draft tokens.
         max_new_tokens, temperature (0: greedy), top_p, stop (strings, trimmed from the answer), seed.
@@ -248,28 +266,31 @@ _engines_lock = threading.Lock()
 
 
 def get_engine(
-    draft_model: str | None = DEFAULT_MODEL,
-    target_model: str | None = None,
+    draft_model: Any = DEFAULT_MODEL,
+    target_model: Any = None,
     *,
     device: str | torch.device | None = "auto",
     dtype: str | torch.dtype | None = "auto",
     quantization: str | None = None,
+    draft_tokenizer: Any = None,
+    target_tokenizer: Any = None,
+    draft_model_kwargs: dict[str, Any] | None = None,
+    target_model_kwargs: dict[str, Any] | None = None,
 ) -> DraftApproxEngine:
-    """The process-wide engine for these references: components built alike share one copy of the weights."""
-    dev = resolve_device(device)
+    """The process-wide engine for these models and options (as :class:`DraftApproxEngine` takes them):
+    components built alike share one engine and one copy of the weights."""
+    # Building an engine only checks and resolves (nothing loads): the candidate names the key it is shared under.
+    candidate = DraftApproxEngine(
+        draft_model, target_model, device=device, dtype=dtype, quantization=quantization, draft_tokenizer=draft_tokenizer,
+        target_tokenizer=target_tokenizer, draft_model_kwargs=draft_model_kwargs, target_model_kwargs=target_model_kwargs,
+    )
     key = (
-        resolve_reference(draft_model).name if draft_model is not None else None,
-        resolve_reference(target_model).name if target_model is not None else None,
-        str(dev),
-        resolve_dtype(dtype, dev),
-        check_quantization(quantization),
+        entry_key(candidate.draft_source, candidate.draft_model_kwargs),
+        entry_key(candidate.target_source, candidate.target_model_kwargs),
+        str(candidate.device), candidate.dtype, candidate.quantization,
     )
     with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = DraftApproxEngine(draft_model, target_model, device=dev, dtype=key[3], quantization=key[4])
-            _engines[key] = engine
-        return engine
+        return _engines.setdefault(key, candidate)
 
 
 def clear_engines() -> None:
