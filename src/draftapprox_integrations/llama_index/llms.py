@@ -7,7 +7,7 @@
 
 ``chat`` / ``stream_chat`` render the messages with the target's chat template (a plain transcript for a
 base model without one); ``complete`` sends the prompt as one user message through the chat template when the
-target has one, as plain text when it has none. ``system_prompt`` is honoured as LlamaIndex's own LLMs do:
+target has one, as plain text when it has none, and as it is with ``formatted=True``. ``system_prompt`` is honoured as LlamaIndex's own LLMs do:
 ``chat`` puts it first as a system message unless the messages start with one; ``complete`` (unless
 ``formatted=True`` or a ``completion_to_prompt`` of yours formats the prompt) sends it as a system message,
 or for a base model writes it before the prompt. The async forms run the engine in a worker thread. Every
@@ -152,8 +152,8 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
         """(what the engine reads, its ``chat`` argument) for a completion prompt."""
         if not isinstance(prompt, str):
             raise InvalidInputError(f"SpecKVLLM.complete takes a string prompt, got {type(prompt).__name__}")
-        if formatted:
-            return prompt, None
+        if formatted:  # formatted by the caller (LlamaIndex's own meaning of the flag): sent as it is
+            return prompt, False
         if self.completion_to_prompt not in (None, default_completion_to_prompt):
             return self.completion_to_prompt(prompt), False  # your own format: sent as it is
         if not self.system_prompt:
