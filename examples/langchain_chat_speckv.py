@@ -18,7 +18,8 @@ from draftapprox_integrations.demos.document import station_report
 from draftapprox_integrations.langchain import ChatSpecKV
 
 
-def main() -> None:
+def main() -> tuple[str, str]:
+    """Run the tour; returns (the SpecKV answer of step 1, the expected code)."""
     document, question, answer = station_report()
     chat = ChatSpecKV(budget=128, max_tokens=24, stop=["\n\n"])  # cheap: the models load on first use
 
@@ -52,6 +53,7 @@ def main() -> None:
     for method in ("snapkv", "streamingllm", "full"):
         other = chat.invoke([("human", f"{document}\n\nQuestion: {question}")], method=method)
         print(f"{method:>12}: {other.content.strip()!r}  KV {other.response_metadata['speckv']['kv_entries_kept']} entries")
+    return reply.content, answer
 
 
 if __name__ == "__main__":

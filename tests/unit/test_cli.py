@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,23 @@ def test_console_script_on_binary_stdin(model):
     err = done.stderr.decode()
     assert done.returncode == EXIT_INPUT, err
     _one_line_error(err, "compress")
+
+
+def test_generate_uses_the_chat_template_unless_raw(capsys, model):
+    """`draftapprox generate` renders the prompt with the target's chat template by default; --raw sends it as
+    written (the prompt token counts of --json's stats tell which)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    prompt = "The vault code is 4417. What is the vault code?"
+    rendered = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    counts = {}
+    for style in ("", "--raw", "--chat"):
+        argv = _generate(model, prompt, "--method", "full", "--max-new-tokens", "1", "--json", *([style] if style else []))
+        code, _, err = _run(capsys, *argv)
+        assert code == 0, err
+        counts[style] = json.loads(err)["prompt_tokens"]
+    assert counts[""] == counts["--chat"] == len(tok(rendered, add_special_tokens=False)["input_ids"])
+    assert counts["--raw"] == len(tok(prompt)["input_ids"])
+    code, _, err = _run(capsys, *_generate(model, prompt, "--raw", "--chat"))
+    assert code == 2 and "not allowed with" in err

@@ -22,6 +22,8 @@ from pydantic import Field, model_validator
 
 from ..engine.config import DEFAULT_MODEL, METHODS, SpecKVConfig
 from ..engine.errors import ConfigError, InvalidInputError, check_keywords
+from ..engine.loading import check_model_kwargs
+from ..engine.prompts import check_text
 from ..engine.speckv import check_options
 from .base import AdapterOptions, keyword_names
 
@@ -33,8 +35,9 @@ CALL_OPTIONS = (
 )
 # The fields those options override (what the engine's check_options sees).
 OPTION_FIELDS = ("method", "budget", "prompt_budget", "config", "max_tokens", "temperature", "top_p", "seed", "stop")
-# Constructor aliases -> fields, the same in both frameworks (giving both is an error, not a silent choice).
-KEYWORD_ALIASES = {"model": "target_model", "max_new_tokens": "max_tokens"}
+# Constructor aliases -> fields, the same in both frameworks (giving both is an error, not a silent choice):
+# the names HuggingFacePipeline / HuggingFaceLLM users know.
+KEYWORD_ALIASES = {"model": "target_model", "max_new_tokens": "max_tokens", "model_kwargs": "target_model_kwargs"}
 
 # Message roles -> engine chat roles: LangChain message types (human, ai, system) and LlamaIndex
 # MessageRole values (system, developer, user, assistant, chatbot, model). Tool and function messages
@@ -140,6 +143,12 @@ class SpecKVOptions(AdapterOptions):
     device: str = Field(default="auto", description="auto, cpu, cuda, cuda:N or mps")
     dtype: str = Field(default="auto", description="auto, bfloat16, float16 or float32")
     quantization: str | None = Field(default=None, description="None, 4bit or 8bit (bitsandbytes; the target only)")
+    draft_model_kwargs: dict[str, Any] | None = Field(
+        default=None, description="extra from_pretrained keywords for the draft (revision, trust_remote_code, ...)"
+    )
+    target_model_kwargs: dict[str, Any] | None = Field(
+        default=None, description="extra from_pretrained keywords for the target (alias: model_kwargs)"
+    )
     method: str = Field(default="speckv", description="a generation method of engine.config.METHODS")
     budget: int | None = Field(
         default=None, strict=True, description="KV entries kept per layer and KV head (overrides config)"
@@ -166,6 +175,8 @@ class SpecKVOptions(AdapterOptions):
                 if name in data:
                     raise ConfigError(f"{cls.__name__}: give {name} or its alias {alias}, not both")
                 data[name] = data.pop(alias)
+        for name in ("draft_model_kwargs", "target_model_kwargs"):
+            check_model_kwargs(data.get(name), name)
         data["config"] = as_speckv_config(data.get("config"))
         if "stop" in data:
             data["stop"] = as_stop_list(data["stop"])
@@ -192,5 +203,17 @@ class SpecKVOptions(AdapterOptions):
         from ..engine.shared_engines import get_engine
 
         return get_engine(
-            self.draft_model, self.target_model, device=self.device, dtype=self.dtype, quantization=self.quantization
+            self.draft_model, self.target_model, device=self.device, dtype=self.dtype, quantization=self.quantization,
+            draft_model_kwargs=self.draft_model_kwargs, target_model_kwargs=self.target_model_kwargs,
         )
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """The target's token ids of ``text`` (no special tokens), from its tokenizer alone: no weights load.
+        Raises InvalidInputError for anything but valid text."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"get_token_ids takes a string, got {type(text).__name__}")
+        check_text(text, "the text")
+        custom = getattr(self, "custom_get_token_ids", None)  # LangChain's own override field, where it exists
+        if custom is not None:
+            return custom(text)
+        return list(self.get_engine().target_tokenizer.encode(text, add_special_tokens=False))

@@ -159,7 +159,10 @@ class TokenStream:
     part of the answer. The same state serves a lone decode loop and a row of a batched one.
     """
 
-    def __init__(self, tokenizer, *, max_new_tokens: int, sampler: TokenSampler, eos_ids: set[int], stop: Sequence[str] = (), next_position: int = 0) -> None:
+    def __init__(
+        self, tokenizer, *, max_new_tokens: int, sampler: TokenSampler, eos_ids: set[int], stop: Sequence[str] = (),
+        next_position: int = 0,
+    ) -> None:
         self.tracker = StopTextTracker(tokenizer, stop)
         self.max_new_tokens = max_new_tokens
         self.sampler = sampler
@@ -207,7 +210,9 @@ def decode_tokens(
     ``before_feed(n)`` runs before the forward that feeds the n-th sampled token (1-based), so a caller that
     captures attention knows which step it is looking at.
     """
-    stream = TokenStream(tokenizer, max_new_tokens=max_new_tokens, sampler=sampler, eos_ids=eos_ids, stop=stop, next_position=next_position)
+    stream = TokenStream(
+        tokenizer, max_new_tokens=max_new_tokens, sampler=sampler, eos_ids=eos_ids, stop=stop, next_position=next_position
+    )
     device = first_logits.device
     logits = first_logits
     while True:

@@ -9,12 +9,12 @@ import torch
 
 from . import specpc, speckv
 from .config import DEFAULT_MODEL, METHODS, SpecKVConfig, SpecPCConfig
-from .errors import ConfigError, DraftApproxError, EngineUsageError
-from .loading import LoadedModel, ModelSource, check_quantization, resolve_device, resolve_dtype, resolve_reference
+from .errors import ConfigError, EngineUsageError, naming_row
+from .loading import LoadedModel, check_quantization, load_tokenizer, resolve_device, resolve_dtype
 from .locking import FairRLock
 from .prompts import same_vocabulary
 from .serving import EngineLoop, Request
-from .weights import load_shared
+from .weights import load_shared, model_entry
 
 
 class DraftApproxEngine:
@@ -23,6 +23,9 @@ class DraftApproxEngine:
     Constructing an engine validates its options and resolves the references (cheap); the weights are
     loaded on first use. ``target_model=None`` gives a draft-only engine (enough for SpecPC compression).
     ``quantization`` ("4bit"/"8bit", bitsandbytes) applies to the target; the draft stays in ``dtype``.
+    ``draft_model_kwargs`` / ``target_model_kwargs``: extra ``from_pretrained`` keywords (``revision``, ...). A
+    model may be a loaded transformers model with ``draft_tokenizer`` / ``target_tokenizer``: used in place, not
+    copied (``loading.adopt_model``); one object in two roles or engines is one copy, as one reference is.
 
     Model work runs on the engine's loop (``serving.EngineLoop``): one thread that owns the models, to which
     every call submits a request and from which it reads its result or chunks. Answers decode together, up
@@ -35,12 +38,16 @@ class DraftApproxEngine:
 
     def __init__(
         self,
-        draft_model: str | None = DEFAULT_MODEL,
-        target_model: str | None = None,
+        draft_model: Any = DEFAULT_MODEL,
+        target_model: Any = None,
         *,
         device: str | torch.device | None = "auto",
         dtype: str | torch.dtype | None = "auto",
         quantization: str | None = None,
+        draft_tokenizer: Any = None,
+        target_tokenizer: Any = None,
+        draft_model_kwargs: dict[str, Any] | None = None,
+        target_model_kwargs: dict[str, Any] | None = None,
         max_batch_size: int = 8,
     ) -> None:
         if draft_model is None and target_model is None:
@@ -48,10 +55,12 @@ class DraftApproxEngine:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.quantization = check_quantization(quantization)
-        self.draft_source: ModelSource | None = resolve_reference(draft_model) if draft_model is not None else None
-        self.target_source: ModelSource | None = resolve_reference(target_model) if target_model is not None else None
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ConfigError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+        self.draft_source, self.draft_model_kwargs = model_entry(draft_model, draft_tokenizer, draft_model_kwargs, "draft")
+        self.target_source, self.target_model_kwargs = model_entry(
+            target_model, target_tokenizer, target_model_kwargs, "target", quantization=self.quantization
+        )
         self._lock = FairRLock()
         self._loop = EngineLoop(self._lock, max_batch_size=max_batch_size)
         self._draft: LoadedModel | None = None
@@ -78,7 +87,9 @@ class DraftApproxEngine:
             raise EngineUsageError("this engine has no draft model; construct it with draft_model=...")
         with self._lock:
             if self._draft is None:
-                self._draft = load_shared(self.draft_source, device=self.device, dtype=self.dtype)
+                self._draft = load_shared(
+                    self.draft_source, device=self.device, dtype=self.dtype, model_kwargs=self.draft_model_kwargs
+                )
             return self._draft
 
     @property
@@ -93,16 +104,21 @@ class DraftApproxEngine:
             if self._target is None:
                 # One model as its own draft (unquantised) gets the draft's copy from the shared registry.
                 self._target = load_shared(
-                    self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization
+                    self.target_source, device=self.device, dtype=self.dtype, quantization=self.quantization,
+                    model_kwargs=self.target_model_kwargs,
                 )
             return self._target
 
+    @property
+    def target_tokenizer(self):
+        """The target's tokenizer, never loading its weights (``loading.load_tokenizer``): for counting tokens."""
+        if self._target is not None or self.target_source is None:  # a draft-only engine raises EngineUsageError
+            return self.target.tokenizer
+        return load_tokenizer(self.target_source, self.target_model_kwargs)
+
     def load(self) -> DraftApproxEngine:
         """Load every configured model now (otherwise they load on first use)."""
-        if self.has_draft:
-            _ = self.draft
-        if self.has_target:
-            _ = self.target
+        _ = (self.draft if self.has_draft else None), (self.target if self.has_target else None)
         return self
 
     @property
@@ -171,8 +187,10 @@ class DraftApproxEngine:
     ) -> speckv.GenerationResult:
         """Answer ``prompt`` with the target, its prompt KV cut to ``budget`` entries per layer and KV head.
 
-        prompt: text, or a list of {"role", "content"} messages (rendered with the target's chat template;
-        chat=True wraps a text in one user message, chat=False renders messages as a plain transcript).
+        prompt: text, or a list of {"role", "content"} messages. chat=None (default): a text is one user
+        message rendered with each model's chat template, or read as plain text by a model without one (a base
+        model); messages use the template. chat=False sends the text as it is (messages as a plain transcript);
+        chat=True always wraps a text in one user message (a transcript for a model without a template).
         method: speckv | snapkv | streamingllm | full | speckv-pc. budget / config: the SpecKVConfig (budget
         overrides config.budget). prompt_budget / specpc_config: speckv-pc's SpecPC cut, in draft tokens.
         max_new_tokens, temperature (0: greedy), top_p, stop (strings, trimmed from the answer), seed.
@@ -198,21 +216,20 @@ class DraftApproxEngine:
         chat: bool | None = None,
         specpc_config: SpecPCConfig | None = None,
     ) -> list[speckv.GenerationResult]:
-        """:meth:`generate` for several prompts at once (same options), decoded together: their compressed
-        caches stack into one batch, so each decode step is one forward for all of them (up to the engine's
-        ``max_batch_size``; the rest join as rows finish). Under greedy decoding the answers equal those of
-        :meth:`generate` called one by one. ``seed`` seeds every row alike.
-
-        Every prompt is checked and tokenised before any work; an error names the prompt (``prompt 2: ...``).
+        """:meth:`generate` for several prompts (same options), decoded together: their compressed caches stack,
+        so a decode step is one forward for all (up to ``max_batch_size`` rows; the rest join as rows finish).
+        Under greedy decoding the answers equal :meth:`generate`'s one by one; ``seed`` seeds every row alike.
+        Every prompt is checked and tokenised before any work; an error names its prompt (``prompt 2: ...``).
         If one generation fails, the others are cancelled and its error is raised, naming its prompt.
         """
         if isinstance(prompts, (str, dict)) or not isinstance(prompts, Sequence):
             raise ConfigError("generate_batch takes a list of prompts (texts or message lists); use generate for one")
         options = {k: v for k, v in locals().items() if k not in ("self", "prompts")}
-        plans = [_for_row(i, lambda p=prompt: self._plan(p, options)) for i, prompt in enumerate(prompts)]
+        plans = [naming_row(i, lambda p=prompt: self._plan(p, options)) for i, prompt in enumerate(prompts)]
         requests = [self._submit(plan) for plan in plans]  # all at once: the loop prefills them before decoding
         try:
-            return [_for_row(i, lambda r=r: speckv.GenerationResult.from_chunks(r.chunks(_last))) for i, r in enumerate(requests)]
+            read = speckv.GenerationResult.from_chunks
+            return [naming_row(i, lambda r=r: read(r.chunks(speckv.StreamChunk.is_final))) for i, r in enumerate(requests)]
         finally:
             for request in requests:
                 request.cancel()  # a no-op for the finished; stops the others when one row failed
@@ -238,9 +255,8 @@ class DraftApproxEngine:
         (for speckv-pc over a prompt longer than the target's context, the cut prompt's length can only be
         checked once the draft has run: that ContextLengthError comes from the first ``next()``).
 
-        The engine lock is held only while a chunk is computed (the prefill, then one decode step), never
-        while the stream waits for its reader: a paused or abandoned stream, or one read from several
-        threads, holds up no other call. ``close()`` (or dropping the iterator) ends the generation.
+        The engine's loop computes the chunks whether or not the reader keeps up: a paused stream, or one read
+        from several threads, holds up no other call; ``close()`` (or dropping the iterator) ends it.
         """
         return self._answer(self._plan(prompt, locals()))
 
@@ -259,7 +275,7 @@ class DraftApproxEngine:
     def _answer(self, plan: speckv.GenerationPlan) -> Iterator[speckv.StreamChunk]:
         """The generation's chunks from the engine's loop; submitted on the first ``next()``, so an iterator
         that is never read costs nothing, and one closed or dropped early stops the generation."""
-        yield from self._submit(plan).chunks(_last)
+        yield from self._submit(plan).chunks(speckv.StreamChunk.is_final)
 
     def _draft_for(self, method: str):
         """The loaded draft when ``method`` runs one (loading it now), else None."""
@@ -281,15 +297,3 @@ class DraftApproxEngine:
     def __repr__(self) -> str:
         d = self.describe()
         return f"DraftApproxEngine(draft={d['draft']!r}, target={d['target']!r}, device={d['device']!r}, dtype={d['dtype']!r})"
-
-
-def _for_row(row: int, work):
-    """``work()``, with a package error naming the prompt it came from."""
-    try:
-        return work()
-    except DraftApproxError as exc:
-        raise type(exc)(f"prompt {row}: {exc}") from exc
-
-
-def _last(chunk: speckv.StreamChunk) -> bool:
-    return chunk.finish_reason is not None

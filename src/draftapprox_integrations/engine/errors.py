@@ -92,3 +92,11 @@ def check_keywords(owner: str, given: Iterable[str], accepted: Iterable[str], wh
         close = difflib.get_close_matches(name, accepted, n=1)
         named.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
     raise UnknownOptionError(f"{owner}: unsupported {what}(s) {', '.join(named)}; accepted: {', '.join(accepted)}")
+
+
+def naming_row(row: int, work):
+    """``work()``, a package error raised by it naming the prompt of a batch it came from (``prompt 2: ...``)."""
+    try:
+        return work()
+    except DraftApproxError as exc:
+        raise type(exc)(f"prompt {row}: {exc}") from exc

@@ -89,12 +89,14 @@ def cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """What a reference resolved to. ``kind`` is embedded | gguf | folder | hub."""
+    """What a reference resolved to. ``kind`` is embedded | gguf | folder | hub, or ``object`` for a model the
+    caller loaded already (``ready`` then holds that model and its tokenizer, used as they are)."""
 
     reference: str
     kind: str
-    location: str  # folder, .gguf path or hub id
+    location: str  # folder, .gguf path or hub id; for an object, its identity (one source per model object)
     embedded: EmbeddedModel | None = None
+    ready: tuple[Any, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -144,6 +146,67 @@ def resolve_reference(reference: str | os.PathLike) -> ModelSource:
         f"cannot resolve model reference {ref!r}. Tried: embedded alias (known: {', '.join(EMBEDDED_MODELS)}); "
         f"a .gguf file; a local folder (no such folder); a Hugging Face id of the form 'org/name' (not that form)"
     )
+
+
+def model_source(model: Any, tokenizer: Any = None, *, role: str = "model") -> ModelSource:
+    """The source of a model given either way: a reference (resolved as :func:`resolve_reference` does) or a
+    transformers model the caller loaded already, with its tokenizer (``role`` names them in errors).
+
+    A ready model is used as it is, where it is: not copied, moved or cast. Raises ConfigError for a ready
+    model without its tokenizer or a tokenizer without a ready model, ModelReferenceError for anything else.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        if tokenizer is not None:
+            raise ConfigError(
+                f"{role}_tokenizer goes with a ready {role} model object; a model reference ({model!r}) loads its own"
+            )
+        return resolve_reference(model)
+    if isinstance(model, torch.nn.Module) and hasattr(model, "config"):
+        if tokenizer is None or not callable(getattr(tokenizer, "encode", None)):
+            raise ConfigError(
+                f"a ready {role} model needs its tokenizer: pass {role}_tokenizer= (the transformers tokenizer it was "
+                f"trained with), got {type(tokenizer).__name__}"
+            )
+        name = getattr(model.config, "_name_or_path", None) or type(model).__name__
+        return ModelSource(reference=str(name), kind="object", location=f"object-{id(model)}", ready=(model, tokenizer))
+    raise ModelReferenceError(
+        f"a {role} model must be a reference (an embedded alias, a folder, a .gguf file or a hub id) or a loaded "
+        f"transformers model with its tokenizer, got {type(model).__name__}"
+    )
+
+
+# Keywords the engine sets itself, for a reason the caller cannot override: the capture reads the attention
+# through its own implementation (which runs SDPA), and dtype / device / quantisation have their own options.
+_ENGINE_OWNED_KWARGS = {
+    "attn_implementation": "the engine reads attention through its own implementation ('draftapprox'), which "
+    "computes attention with SDPA (flash or memory-efficient kernels on CUDA)",
+    "dtype": "use the engine's dtype= option",
+    "torch_dtype": "use the engine's dtype= option",
+    "device_map": "use the engine's device= option",
+    "quantization_config": "use the engine's quantization= option",
+    "gguf_file": "name the .gguf file itself as the model reference",
+    "local_files_only": "set HF_HUB_OFFLINE=1 to stay offline",
+}
+# The loading keywords that apply to the tokenizer as well as to the model.
+_TOKENIZER_KWARGS = ("revision", "trust_remote_code", "cache_dir", "token", "code_revision")
+
+
+def check_model_kwargs(kwargs: Any, what: str = "model_kwargs") -> dict[str, Any]:
+    """Extra ``from_pretrained`` keywords for one model (revision, trust_remote_code, low_cpu_mem_usage, ...):
+    ``{}`` for None; ConfigError for anything but a mapping of names or for a keyword the engine owns."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise ConfigError(f"{what} must be a dict of from_pretrained keyword arguments, got {kwargs!r}")
+    for key in kwargs:
+        if key in _ENGINE_OWNED_KWARGS:
+            raise ConfigError(f"{what} may not set {key!r}: {_ENGINE_OWNED_KWARGS[key]}")
+    return kwargs
+
+
+def model_kwargs_key(kwargs: dict[str, Any]) -> str:
+    """A stable key for a set of model keywords (engines and loaded copies are shared per reference and keywords)."""
+    return repr(sorted(kwargs.items()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,16 +493,24 @@ def load_model(
     dtype: torch.dtype,
     quantization: str | None = None,
     attn_implementation: str | None = None,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedModel:
+    """Load a model and its tokenizer (``model_kwargs``: extra ``from_pretrained`` keywords, checked by
+    :func:`check_model_kwargs`; those that concern files, like ``revision``, apply to the tokenizer too). A
+    ready model object (``source.kind == "object"``) is adopted as it is (:func:`adopt_model`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .capture import ATTENTION_NAME, attention_modules, register_attention
+    from .capture import ATTENTION_NAME, register_attention
 
+    if source.kind == "object":
+        return adopt_model(source)
     started = time.perf_counter()
+    extra = check_model_kwargs(model_kwargs)
     folder = converted_folder(source) if source.kind in ("embedded", "gguf") else source.location
     local_only = source.kind != "hub" or os.environ.get("HF_HUB_OFFLINE") == "1"
     register_attention()
     kwargs: dict[str, Any] = {
+        **extra,
         "dtype": dtype,
         "attn_implementation": attn_implementation or ATTENTION_NAME,
         "local_files_only": local_only,
@@ -447,8 +518,9 @@ def load_model(
     if quantization:
         kwargs["quantization_config"] = _bnb_config(quantization, dtype)
         kwargs["device_map"] = {"": str(device)}
+    tokenizer_kwargs = {k: v for k, v in extra.items() if k in _TOKENIZER_KWARGS}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=local_only, **tokenizer_kwargs)
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
     except (OSError, ValueError) as exc:
         if "attn_implementation" in str(exc):
@@ -463,18 +535,10 @@ def load_model(
             f"local folder, not a .gguf file, and as a Hugging Face id it is neither in the local hub cache nor "
             f"reachable ({type(exc).__name__}: {exc})"
         ) from exc
-    if not attention_modules(model):
-        raise IncompatibleModelsError(
-            f"{source.name!r} ({type(model).__name__}) has no attention layers whose weights can be read; "
-            "draft-based methods need a decoder-only transformer"
-        )
+    _check_attention(source, model)
     if not quantization:
         model.to(device)
-    model.eval()
-    model.requires_grad_(False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # generation batches are left-padded so every row ends at its last token
+    _prepare(model, tokenizer)
     return LoadedModel(
         source=source,
         model=model,
@@ -486,10 +550,77 @@ def load_model(
     )
 
 
-def load_tokenizer(reference: str):
-    """Only the tokenizer of a reference (converting a GGUF source once if needed)."""
+def _check_attention(source: ModelSource, model: Any) -> None:
+    from .capture import attention_modules
+
+    if not attention_modules(model):
+        raise IncompatibleModelsError(
+            f"{source.name!r} ({type(model).__name__}) has no attention layers whose weights can be read; "
+            "draft-based methods need a decoder-only transformer"
+        )
+
+
+def _prepare(model: Any, tokenizer: Any) -> None:
+    """Inference mode, and a left-padding tokenizer with a pad token (batches end every row at its last token)."""
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+
+def adopt_model(source: ModelSource) -> LoadedModel:
+    """A model the caller loaded (``source.ready``), used in place: not copied, moved or cast. Its attention is
+    switched to the engine's implementation (SDPA underneath, so its outputs do not change), it is put in eval
+    mode, and its tokenizer pads on the left (with EOS when it has no pad token)."""
+    from .capture import ATTENTION_NAME, register_attention
+
+    model, tokenizer = source.ready
+    _check_attention(source, model)
+    register_attention()
+    try:
+        model.set_attn_implementation(ATTENTION_NAME)
+    except (AttributeError, ValueError) as exc:
+        raise IncompatibleModelsError(
+            f"{source.name!r} cannot serve as a draft or target: its attention cannot be routed through transformers' "
+            f"attention interface ({exc})"
+        ) from exc
+    _prepare(model, tokenizer)
+    weight = model.get_input_embeddings().weight
+    quantization = "ready" if getattr(model, "hf_quantizer", None) is not None else None
+    return LoadedModel(source, model, tokenizer, weight.device, weight.dtype, quantization, load_seconds=0.0)
+
+
+_tokenizers: dict[tuple[str, str, str], Any] = {}
+_tokenizers_lock = threading.Lock()
+
+
+def load_tokenizer(reference: str | os.PathLike | ModelSource, model_kwargs: dict[str, Any] | None = None):
+    """Only the tokenizer of a model (never its weights), loaded once per process and shared.
+
+    A converted GGUF source reads its cache folder; one not converted yet reads the tokenizer from the GGUF
+    file's header (no conversion, no tensor read); a ready model object gives its own tokenizer.
+    """
+    source = reference if isinstance(reference, ModelSource) else resolve_reference(reference)
+    if source.kind == "object":
+        return source.ready[1]
+    extra = {k: v for k, v in check_model_kwargs(model_kwargs).items() if k in _TOKENIZER_KWARGS}
+    key = (source.kind, source.location, model_kwargs_key(extra))
+    with _tokenizers_lock:
+        if key not in _tokenizers:
+            _tokenizers[key] = _read_tokenizer(source, extra)
+        return _tokenizers[key]
+
+
+def _read_tokenizer(source: ModelSource, extra: dict[str, Any]):
     from transformers import AutoTokenizer
 
-    source = resolve_reference(reference)
-    folder = converted_folder(source) if source.kind in ("embedded", "gguf") else source.location
-    return AutoTokenizer.from_pretrained(folder, local_files_only=source.kind != "hub")
+    if source.kind in ("folder", "hub"):
+        local_only = source.kind == "folder" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        return AutoTokenizer.from_pretrained(source.location, local_files_only=local_only, **extra)
+    converted = _converted_path(source)
+    if (converted / "draftapprox.json").is_file():
+        return AutoTokenizer.from_pretrained(str(converted), local_files_only=True)
+    with tempfile.TemporaryDirectory(prefix="draftapprox-tokenizer-") as work:
+        gguf = _embedded_gguf_path(source.embedded, Path(work)) if source.embedded else Path(source.location)
+        return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)

@@ -7,7 +7,7 @@ Both methods read prompts through here, so the draft and the target render the s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InvalidInputError
 
@@ -15,18 +15,32 @@ if TYPE_CHECKING:
     from .loading import LoadedModel
 
 Prompt = str | Sequence[dict[str, str]]
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
+
+
+# Marks the one user message made from a plain string under ``chat=None``: a model with a chat template renders
+# it with the template, a model without one reads the string as it was given (not a "User: ..." transcript).
+# A key of the message dict, so it survives the copies SpecKV-PC makes when it cuts the message's content.
+FROM_TEXT = "draftapprox_from_text"
 
 
 def normalize_messages(prompt: Prompt, chat: bool | None) -> tuple[Messages | None, str | None]:
-    """(messages, None) for a chat prompt, (None, text) for a plain one.
+    """(messages, None) for a chat prompt, (None, text) for a plain one: the one home of the ``chat`` rule.
 
+    A string: ``chat=None`` (the default) is one user message that each model renders with its own chat
+    template when it has one and reads as plain text when it has none (a base model); ``chat=True`` is one
+    user message always (a transcript for a model without a template); ``chat=False`` is plain text always.
+    A list of messages: the chat template (``None``/``True``), or a plain transcript (``chat=False``).
     Raises ConfigError on empty input and InvalidInputError on text that is not valid Unicode.
     """
+    if chat is not None and not isinstance(chat, bool):
+        raise ConfigError(f"chat must be True, False or None, got {chat!r}")
     if isinstance(prompt, str):
         check_text(prompt, "the prompt")
         if not prompt.strip():
             raise ConfigError("the prompt is empty: pass some text (or a non-empty list of messages)")
+        if chat is None:
+            return [{"role": "user", "content": prompt, FROM_TEXT: True}], None
         if chat:
             return [{"role": "user", "content": prompt}], None
         return None, prompt
@@ -60,6 +74,11 @@ def check_text(text: str, what: str) -> None:
         ) from None
 
 
+def is_plain_text(messages: Sequence[dict]) -> bool:
+    """True for the one user message :func:`normalize_messages` made from a plain string under ``chat=None``."""
+    return len(messages) == 1 and bool(messages[0].get(FROM_TEXT))
+
+
 def transcript(messages: Sequence[dict[str, str]]) -> str:
     """A plain "Role: content" transcript ending "Assistant:", for base models without a chat template."""
     lines = [f"{m['role'].strip().capitalize()}: {m['content']}" for m in messages]
@@ -67,14 +86,16 @@ def transcript(messages: Sequence[dict[str, str]]) -> str:
 
 
 def encode_prompt(loaded: LoadedModel, messages: Messages | None, text: str | None) -> list[int]:
-    """Token ids of the prompt for one model: its chat template when it has one, else a transcript."""
+    """Token ids of the prompt for one model: its chat template when it has one; else the text of a plain-string
+    prompt as given, or a transcript of real messages."""
     tok = loaded.tokenizer
     if messages is not None and loaded.has_chat_template:
-        rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+        rendered = tok.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
         # Templates write their own BOS where the model wants one.
         return list(tok(rendered, add_special_tokens=False)["input_ids"])
     if messages is not None:
-        text = transcript(messages)
+        text = messages[0]["content"] if is_plain_text(messages) else transcript(messages)
     return list(tok(text, add_special_tokens=True)["input_ids"])
 
 

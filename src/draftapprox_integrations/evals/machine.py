@@ -67,6 +67,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
     }
+    if hasattr(os, "getloadavg"):  # what else was running when the measurement began (report.quiet_verdict)
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)

@@ -26,6 +26,7 @@ from ..engine.config import DEFAULT_MODEL, GENERATION_METHODS, SpecKVConfig
 from ..engine.config import PROMPT_METHODS as _TABLE_PROMPT_METHODS
 from ..engine.errors import ConfigError
 from .extras import EVAL_MODULES, RENDER_MODULES, require
+from .machine import machine_info
 from .methods import EVAL_METHODS, eval_method, stats_dict
 from .report import aggregate, plot_accuracy, render_table
 from .report import eval_summary_lines as summary_lines
@@ -256,7 +257,7 @@ def run_eval(cfg: EvalConfig, engine=None) -> EvalReport:
     table_path = out_dir / "results.md"
     table_path.write_text(render_table(rows), encoding="utf-8")
     plot_path = out_dir / "accuracy.png"
-    plot_accuracy(rows, plot_path)
+    plot_accuracy(rows, plot_path, machine=machine_info())
     return EvalReport(
         rows=rows,
         new_rows=new_rows,
@@ -278,7 +279,7 @@ def render_results(output_dir: str | os.PathLike) -> EvalReport:
     rows = load_rows(results_path)
     table_path, plot_path = out_dir / "results.md", out_dir / "accuracy.png"
     table_path.write_text(render_table(rows), encoding="utf-8")
-    plot_accuracy(rows, plot_path)
+    plot_accuracy(rows, plot_path, machine=machine_info())
     return EvalReport(rows=rows, new_rows=0, skipped_rows=len(rows), results_path=str(results_path), table_path=str(table_path), plot_path=str(plot_path))
 
 

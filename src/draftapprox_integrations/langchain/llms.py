@@ -4,8 +4,9 @@
     llm = SpecKVLLM(target_model="gemma-3-270m", budget=128)
     llm.invoke(long_document + "\\nQuestion: ...\\nAnswer:")
 
-Prompts go to the target as plain text (no chat template) unless ``chat=True``, which wraps each prompt in
-one user message and uses the target's chat template. Each generation's ``generation_info`` carries the
+A target with a chat template reads each prompt as one user message through that template (``chat=None``, the
+default: SmolLM2-Instruct answers right only so); a base model without one (Gemma-3-270M) reads the plain text.
+``chat=False`` sends the plain text to any target; ``chat=True`` always wraps it (a transcript without a template). Each generation's ``generation_info`` carries the
 finish reason, token usage and the KV statistics; ``llm_output["token_usage"]`` sums the batch.
 """
 
@@ -26,11 +27,15 @@ from ._speckv_params import SpecKVParams, metadata_from_result, usage_from_stats
 class SpecKVLLM(SpecKVParams, BaseLLM):
     """A local completion LLM whose KV cache keeps only ``budget`` entries per layer and head (SpecKV).
 
-    Same fields as :class:`~draftapprox_integrations.langchain.ChatSpecKV`, plus ``chat`` (render prompts with
-    the target's chat template). Batches run one prompt after another (one engine, one lock).
+    Same fields as :class:`~draftapprox_integrations.langchain.ChatSpecKV`, plus ``chat`` (None: the target's
+    chat template when it has one, else plain text; False: plain text; True: always one user message). Batches
+    run one prompt after another (one engine, one lock).
     """
 
-    chat: bool = Field(default=False, strict=True, description="render prompts with the target's chat template")
+    chat: bool | None = Field(
+        default=None, strict=True,
+        description="None: the target's chat template when it has one, else plain text; False: plain text; True: a user message",
+    )
 
     @property
     def _llm_type(self) -> str:
@@ -44,7 +49,7 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
         return self.ls_params("llm", stop, kwargs)
 
     def _one(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Generation:
-        result = self.get_engine().generate(prompt, chat=self.chat or None, **self.generation_kwargs(stop, kwargs))
+        result = self.get_engine().generate(prompt, chat=self.chat, **self.generation_kwargs(stop, kwargs))
         info = metadata_from_result(self.target_model, result.finish_reason, result.stats)
         info["token_usage"] = usage_from_stats(result.stats)
         return Generation(text=result.text, generation_info=info)
@@ -73,7 +78,7 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
         return LLMResult(generations=generations, llm_output={"model_name": self.target_model, "token_usage": totals})
 
     def _chunks(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Iterator[GenerationChunk]:
-        for piece in self.get_engine().stream(prompt, chat=self.chat or None, **self.generation_kwargs(stop, kwargs)):
+        for piece in self.get_engine().stream(prompt, chat=self.chat, **self.generation_kwargs(stop, kwargs)):
             if piece.stats is None:
                 yield GenerationChunk(text=piece.text)
                 continue

@@ -6,8 +6,12 @@
     index.as_query_engine().query("...")
 
 ``chat`` / ``stream_chat`` render the messages with the target's chat template (a plain transcript for a
-base model without one); ``complete`` sends the prompt as plain text. The async forms run the engine in a
-worker thread. Every response's ``additional_kwargs`` holds the token usage and the KV statistics.
+base model without one); ``complete`` sends the prompt as one user message through the chat template when the
+target has one, as plain text when it has none, and as it is with ``formatted=True``. ``system_prompt`` is honoured as LlamaIndex's own LLMs do:
+``chat`` puts it first as a system message unless the messages start with one; ``complete`` (unless
+``formatted=True`` or a ``completion_to_prompt`` of yours formats the prompt) sends it as a system message,
+or for a base model writes it before the prompt. The async forms run the engine in a worker thread. Every
+response's ``additional_kwargs`` holds the token usage and the KV statistics.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
-from llama_index.core.bridge.pydantic import ConfigDict, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.llm import default_completion_to_prompt
 
 from .._shared.speckv_options import SpecKVOptions, engine_role, token_usage
 from .._shared.threads import aiter_in_thread, run_in_thread
@@ -81,7 +86,9 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
     streamingllm | full | speckv-pc), ``budget``, ``prompt_budget``, ``config``; ``max_tokens`` (alias
     ``max_new_tokens``; = ``metadata.num_output``), ``temperature``, ``top_p``, ``stop``, ``seed``. Per call,
     method/budget/prompt_budget/config/max_tokens/temperature/top_p/seed/stop may be overridden as keyword
-    arguments. ``metadata`` reads the target's config files; it never loads weights.
+    arguments. ``context_window`` (default: the target's, read from its config) is what ``metadata`` reports,
+    which LlamaIndex uses to pack retrieved text into prompts. ``metadata`` reads the target's config files and
+    ``tokenizer`` (for ``Settings.tokenizer``, a token counter) the target's tokenizer: neither loads weights.
 
     Every keyword and option is checked before any model work (unknown ones raise UnknownOptionError, bad
     values ConfigError). Text only: a message with an image, audio, document or other non-text block raises
@@ -89,6 +96,10 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    context_window: int | None = Field(
+        default=None, strict=True, gt=0, description="the context window metadata reports (default: the target's)"
+    )
 
     _facts: ModelFacts | None = PrivateAttr(default=None)
 
@@ -122,7 +133,7 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
     def metadata(self) -> LLMMetadata:
         facts = self._target_facts()
         return LLMMetadata(
-            context_window=facts.context_length,
+            context_window=self.context_window or facts.context_length,
             num_output=self.max_tokens,
             is_chat_model=facts.has_chat_template,
             is_function_calling_model=False,
@@ -131,19 +142,40 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
 
     # -- completion -----------------------------------------------------------------------------------
 
-    def _prompt(self, prompt: str, formatted: bool) -> str:
-        if not formatted and self.completion_to_prompt is not None:
-            return self.completion_to_prompt(prompt)
-        return prompt
+    @property
+    def tokenizer(self):
+        """The target's tokenizer as LlamaIndex's token counters take it (``Settings.tokenizer = llm.tokenizer``):
+        text -> token ids, no special tokens. The tokenizer loads on the first call, the weights never."""
+        return self.get_token_ids
+
+    def _prompt(self, prompt: str, formatted: bool) -> tuple[str | list[dict[str, str]], bool | None]:
+        """(what the engine reads, its ``chat`` argument) for a completion prompt."""
+        if not isinstance(prompt, str):
+            raise InvalidInputError(f"SpecKVLLM.complete takes a string prompt, got {type(prompt).__name__}")
+        if formatted:  # formatted by the caller (LlamaIndex's own meaning of the flag): sent as it is
+            return prompt, False
+        if self.completion_to_prompt not in (None, default_completion_to_prompt):
+            return self.completion_to_prompt(prompt), False  # your own format: sent as it is
+        if not self.system_prompt:
+            return prompt, None
+        if self._target_facts().has_chat_template:
+            return [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": prompt}], None
+        return f"{self.system_prompt}\n\n{prompt}", None  # a base model: the system prompt leads, as LLM.predict writes it
+
+    def _with_system(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        if self.system_prompt and not (messages and messages[0]["role"] == "system"):
+            return [{"role": "system", "content": self.system_prompt}, *messages]
+        return messages
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        result = self.get_engine().generate(self._prompt(prompt, formatted), **self._kwargs(kwargs))
+        (text, chat), options = self._prompt(prompt, formatted), self._kwargs(kwargs)
+        result = self.get_engine().generate(text, chat=chat, **options)
         return CompletionResponse(text=result.text, additional_kwargs=_info(result.stats, result.finish_reason))
 
-    def _completion_stream(self, prompt: str, options: dict[str, Any]):
+    def _completion_stream(self, prompt: tuple[Any, bool | None], options: dict[str, Any]):
         text = ""
-        for piece in self.get_engine().stream(prompt, **options):
+        for piece in self.get_engine().stream(prompt[0], chat=prompt[1], **options):
             text += piece.text
             extra = _info(piece.stats, piece.finish_reason or "length") if piece.stats is not None else {}
             yield CompletionResponse(text=text, delta=piece.text, additional_kwargs=extra)
@@ -157,8 +189,8 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        prompt, options = self._prompt(prompt, formatted), self._kwargs(kwargs)
-        result = await run_in_thread(self.get_engine().generate, prompt, **options)
+        (text, chat), options = self._prompt(prompt, formatted), self._kwargs(kwargs)
+        result = await run_in_thread(self.get_engine().generate, text, chat=chat, **options)
         return CompletionResponse(text=result.text, additional_kwargs=_info(result.stats, result.finish_reason))
 
     @llm_completion_callback()
@@ -177,7 +209,7 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return self._chat_response(to_engine_messages(messages), self._kwargs(kwargs))
+        return self._chat_response(self._with_system(to_engine_messages(messages)), self._kwargs(kwargs))
 
     def _chat_stream(self, messages: list[dict[str, str]], options: dict[str, Any]):
         text = ""
@@ -190,14 +222,14 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return self._chat_stream(to_engine_messages(messages), self._kwargs(kwargs))
+        return self._chat_stream(self._with_system(to_engine_messages(messages)), self._kwargs(kwargs))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        engine_messages, options = to_engine_messages(messages), self._kwargs(kwargs)
+        engine_messages, options = self._with_system(to_engine_messages(messages)), self._kwargs(kwargs)
         return await run_in_thread(self._chat_response, engine_messages, options)
 
     @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        engine_messages, options = to_engine_messages(messages), self._kwargs(kwargs)
+        engine_messages, options = self._with_system(to_engine_messages(messages)), self._kwargs(kwargs)
         return aiter_in_thread(lambda: self._chat_stream(engine_messages, options))

@@ -47,7 +47,7 @@ def test_a_typo_is_refused_with_the_accepted_keywords(name):
     [
         ("langchain.SpecPCCompressor", dict(budgett=64)),
         ("langchain.ChatSpecKV", dict(model_id="smollm2-135m-instruct")),
-        ("langchain.SpecKVLLM", dict(model_kwargs={"top_k": 5})),
+        ("langchain.SpecKVLLM", dict(pipeline_kwargs={"top_k": 5})),
         ("llama_index.SpecKVLLM", dict(foo=1)),
         ("llama_index.SpecPCNodePostprocessor", dict(top_n=3)),
     ],

@@ -12,7 +12,7 @@ import torch
 from draftapprox_integrations.engine import DraftApproxEngine, SpecKVConfig
 from draftapprox_integrations.engine.capture import attention_modules
 from draftapprox_integrations.engine.decoding import TokenSampler, decode_tokens
-from draftapprox_integrations.engine.prompts import eos_token_ids
+from draftapprox_integrations.engine.prompts import eos_token_ids, normalize_messages
 from draftapprox_integrations.engine.speckv import encode_prompt, prefill_and_compress
 
 PROMPT = (
@@ -41,7 +41,7 @@ def _greedy(target, prefill, n=8):
 @pytest.mark.parametrize("method", ["snapkv", "speckv", "streamingllm"])
 def test_layerwise_keeps_what_the_post_hoc_cut_keeps(tiny_model_factory, arch, method):
     target = _target(tiny_model_factory, arch)
-    ids = encode_prompt(target, None, PROMPT)
+    ids = encode_prompt(target, *normalize_messages(PROMPT, None))
     look = LOOKAHEAD if method == "speckv" else []
     cuts = {lw: prefill_and_compress(target, ids, look, method=method, config=CFG, layerwise=lw) for lw in (True, False)}
     now, post = cuts[True], cuts[False]
@@ -77,7 +77,7 @@ def _watch_peak(model):
 @pytest.mark.parametrize("method", ["snapkv", "speckv", "streamingllm"])
 def test_peak_cache_is_the_kept_entries_plus_one_full_layer(tiny_model_factory, method):
     target = _target(tiny_model_factory, "llama")
-    ids = encode_prompt(target, None, PROMPT * 3)
+    ids = encode_prompt(target, *normalize_messages(PROMPT * 3, None))
     look = LOOKAHEAD if method == "speckv" else []
     peaks = {}
     for layerwise in (True, False):

@@ -14,7 +14,7 @@ import pytest
 
 from draftapprox_integrations.engine import ContextLengthError, DraftApproxEngine, SpecKVConfig, SpecPCConfig
 from draftapprox_integrations.engine.errors import InvalidInputError
-from draftapprox_integrations.engine.speckv import encode_prompt
+from draftapprox_integrations.engine.speckv import encode_prompt, normalize_messages
 
 CONTEXT = 256
 LONG = "The door code is 4521. The lamp is green. " * 40 + "What is the door code?"  # ~480 tokens
@@ -52,7 +52,7 @@ def _pc(engine, prompt=LONG, **kw):
 
 
 def test_speckv_pc_takes_a_prompt_longer_than_both_contexts(short):
-    n_prompt = len(encode_prompt(short.target, None, LONG))
+    n_prompt = len(encode_prompt(short.target, *normalize_messages(LONG, None)))
     assert n_prompt > CONTEXT
     result = _pc(short)
     stats = result.stats
@@ -82,7 +82,7 @@ def test_speckv_pc_with_a_draft_that_holds_the_prompt(long_draft):
 def test_speckv_pc_shortens_max_new_tokens_after_the_cut_not_before(short):
     # The prompt fits the target, but not with 120 new tokens; after the cut both fit.
     prompt = "The door code is 4521. " * 20 + "What is the code?"
-    n_prompt = len(encode_prompt(short.target, None, prompt))
+    n_prompt = len(encode_prompt(short.target, *normalize_messages(prompt, None)))
     assert n_prompt < CONTEXT < n_prompt + 120
     stats = _pc(short, prompt, prompt_budget=40, max_new_tokens=120).stats
     assert stats.compressed_prompt_tokens + 120 <= CONTEXT and "max_new_tokens cut" not in stats.note

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
-from draftapprox_integrations.engine.speckv import encode_prompt, prefill_and_compress, select_kept_indices
+from draftapprox_integrations.engine.speckv import encode_prompt, normalize_messages, prefill_and_compress, select_kept_indices
 
 PROMPT = (
     "Alice keeps the red key in the kitchen drawer. Bob hides the blue key under the mat. "
@@ -22,7 +22,7 @@ def _engine(folder, draft_folder=None) -> DraftApproxEngine:
 def _greedy_reference(engine: DraftApproxEngine, prompt: str, n: int) -> list[int]:
     """Plain transformers greedy generation, cut at (and without) the first EOS."""
     target = engine.target
-    ids = torch.tensor([encode_prompt(target, None, prompt)])
+    ids = torch.tensor([encode_prompt(target, *normalize_messages(prompt, None))])
     out = target.model.generate(
         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, pad_token_id=0
     )
@@ -36,7 +36,7 @@ def _greedy_reference(engine: DraftApproxEngine, prompt: str, n: int) -> list[in
 )
 def test_budget_covering_prompt_generates_plain_greedy_tokens(tiny_model_factory, arch, method):
     engine = _engine(tiny_model_factory(arch))
-    n_prompt = len(encode_prompt(engine.target, None, PROMPT))
+    n_prompt = len(encode_prompt(engine.target, *normalize_messages(PROMPT, None)))
     result = engine.generate(PROMPT, method=method, budget=n_prompt + 3, max_new_tokens=12)
     assert result.token_ids == _greedy_reference(engine, PROMPT, 12)
     assert result.stats.kv_entries_kept == result.stats.kv_entries_full == n_prompt
@@ -77,7 +77,7 @@ def _direct_snapkv_pooled(obs, kv_heads, kernel, pooling, reduction):
 def test_kept_indices_match_direct_snapkv(tiny_model_factory, smollm2_tokenizer, with_lookahead, pooling, reduction):
     folder = tiny_model_factory("llama")
     engine = _engine(folder)
-    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    prompt_ids = encode_prompt(engine.target, *normalize_messages(PROMPT, None))
     lookahead = smollm2_tokenizer(" The blue key is under the mat.", add_special_tokens=False)["input_ids"]
     lookahead = lookahead if with_lookahead else []
     cfg = SpecKVConfig(budget=20, window_size=6, kernel_size=5, pooling=pooling, reduction=reduction)
@@ -112,7 +112,7 @@ def test_kept_indices_match_direct_snapkv(tiny_model_factory, smollm2_tokenizer,
 @pytest.mark.parametrize("method", ["snapkv", "speckv", "streamingllm"])
 def test_compressed_cache_holds_exactly_budget_entries(tiny_model_factory, arch, method):
     engine = _engine(tiny_model_factory(arch))
-    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    prompt_ids = encode_prompt(engine.target, *normalize_messages(PROMPT, None))
     cfg = SpecKVConfig(budget=17, window_size=5)
     lookahead = prompt_ids[3:10] if method == "speckv" else []
     got = prefill_and_compress(engine.target, prompt_ids, lookahead, method=method, config=cfg)
@@ -137,7 +137,7 @@ def test_cache_that_kept_everything_decodes_full_model_logits(tiny_model_factory
     """Lookahead prefilled then dropped, every prompt entry kept: the next logits are the full model's."""
     engine = _engine(tiny_model_factory(arch))
     model = engine.target.model
-    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    prompt_ids = encode_prompt(engine.target, *normalize_messages(PROMPT, None))
     lookahead = prompt_ids[5:17]
     cfg = SpecKVConfig(budget=len(prompt_ids) + 1, window_size=4)
     got = prefill_and_compress(engine.target, prompt_ids, lookahead, method="speckv", config=cfg)
@@ -160,7 +160,7 @@ def test_decoding_uses_true_positions_after_compression(tiny_model_factory):
     """With a compressed cache the next token's logits equal attention over the kept entries at its true position."""
     engine = _engine(tiny_model_factory("llama"))
     model = engine.target.model
-    prompt_ids = encode_prompt(engine.target, None, PROMPT)
+    prompt_ids = encode_prompt(engine.target, *normalize_messages(PROMPT, None))
     cfg = SpecKVConfig(budget=16, window_size=4)
     got = prefill_and_compress(engine.target, prompt_ids, [], method="streamingllm", config=cfg)
     # StreamingLLM keeps the same positions in every layer: 4 sinks + the last 12. Rebuild that by masking.
@@ -297,7 +297,7 @@ def test_speckv_pc_cascade_cuts_the_prompt_then_compresses_the_kv(tiny_model_fac
     assert "SpecPC kept" in stats.note and stats.lookahead_tokens > 0
     # The cut is SpecPC's answer for the same draft lookahead; the target then keeps `budget` entries of it.
     cut = engine.compress(long_prompt, budget=60, config=pc_config, lookahead_text=stats.lookahead_text)
-    assert stats.compressed_prompt_tokens == len(encode_prompt(engine.target, None, cut.text)) < stats.prompt_tokens
+    assert stats.compressed_prompt_tokens == len(encode_prompt(engine.target, *normalize_messages(cut.text, None))) < stats.prompt_tokens
     assert stats.kv_entries_kept == 40
     per_entry = 2 * 16 * 4 * 2  # kv heads x head dim x float32 bytes x (K, V)
     assert stats.kv_bytes_full == 4 * stats.prompt_tokens * per_entry
@@ -311,7 +311,7 @@ def test_self_draft_shares_one_prefill_and_matches_the_two_pass_computation(tiny
 
     engine = _engine(tiny_model_factory(arch))
     loaded = engine.target
-    prompt_ids = encode_prompt(loaded, None, PROMPT)
+    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
     cfg = SpecKVConfig(budget=20, window_size=4, pooling="avg", kernel_size=5, reduction=reduction)
     fused, text, look_ids = self_draft_prefill(loaded, prompt_ids, 6, config=cfg)
     ref_text, ref_ids, _ = draft_answer(loaded, prompt_ids, 6)

@@ -73,3 +73,6 @@ class StreamChunk:
     token_id: int | None = None
     stats: GenerationStats | None = None
     finish_reason: str | None = None
+
+    def is_final(self) -> bool:
+        return self.finish_reason is not None
