@@ -149,6 +149,9 @@ class SpecKVOptions(AdapterOptions):
     target_model_kwargs: dict[str, Any] | None = Field(
         default=None, description="extra from_pretrained keywords for the target (alias: model_kwargs)"
     )
+    max_batch_size: int = Field(
+        default=8, strict=True, ge=1, description="answers the shared engine decodes together (batch, concurrent calls)"
+    )
     method: str = Field(default="speckv", description="a generation method of engine.config.METHODS")
     budget: int | None = Field(
         default=None, strict=True, description="KV entries kept per layer and KV head (overrides config)"
@@ -205,6 +208,7 @@ class SpecKVOptions(AdapterOptions):
         return get_engine(
             self.draft_model, self.target_model, device=self.device, dtype=self.dtype, quantization=self.quantization,
             draft_model_kwargs=self.draft_model_kwargs, target_model_kwargs=self.target_model_kwargs,
+            max_batch_size=self.max_batch_size,
         )
 
     def get_token_ids(self, text: str) -> list[int]:

@@ -28,8 +28,9 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
     """A local completion LLM whose KV cache keeps only ``budget`` entries per layer and head (SpecKV).
 
     Same fields as :class:`~draftapprox_integrations.langchain.ChatSpecKV`, plus ``chat`` (None: the target's
-    chat template when it has one, else plain text; False: plain text; True: always one user message). Batches
-    run one prompt after another (one engine, one lock).
+    chat template when it has one, else plain text; False: plain text; True: always one user message). A batch
+    (``batch``, ``generate`` with several prompts) decodes together on the engine's loop (``generate_batch``);
+    concurrent calls share its forwards too.
     """
 
     chat: bool | None = Field(
@@ -48,8 +49,7 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         return self.ls_params("llm", stop, kwargs)
 
-    def _one(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Generation:
-        result = self.get_engine().generate(prompt, chat=self.chat, **self.generation_kwargs(stop, kwargs))
+    def _generation(self, result) -> Generation:
         info = metadata_from_result(self.target_model, result.finish_reason, result.stats)
         info["token_usage"] = usage_from_stats(result.stats)
         return Generation(text=result.text, generation_info=info)
@@ -61,21 +61,26 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> LLMResult:
-        generations = []
+        if self.streaming:
+            generations = [self._streamed(prompt, stop, run_manager, kwargs) for prompt in prompts]
+        else:
+            # One batch: the engine's loop decodes the prompts' compressed caches together (``generate_batch``).
+            results = self.get_engine().generate_batch(prompts, chat=self.chat, **self.generation_kwargs(stop, kwargs))
+            generations = [self._generation(result) for result in results]
         totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-        for prompt in prompts:
-            if self.streaming:
-                text, info = "", {}
-                for chunk in self._stream(prompt, stop=stop, run_manager=run_manager, **kwargs):
-                    text += chunk.text
-                    info = chunk.generation_info or info
-                generation = Generation(text=text, generation_info=info)
-            else:
-                generation = self._one(prompt, stop, kwargs)
+        for generation in generations:
             for key, value in generation.generation_info["token_usage"].items():
                 totals[key] += value
-            generations.append([generation])
-        return LLMResult(generations=generations, llm_output={"model_name": self.target_model, "token_usage": totals})
+        return LLMResult(
+            generations=[[g] for g in generations], llm_output={"model_name": self.target_model, "token_usage": totals}
+        )
+
+    def _streamed(self, prompt: str, stop, run_manager, kwargs: dict[str, Any]) -> Generation:
+        text, info = "", {}
+        for chunk in self._stream(prompt, stop=stop, run_manager=run_manager, **kwargs):
+            text += chunk.text
+            info = chunk.generation_info or info
+        return Generation(text=text, generation_info=info)
 
     def _chunks(self, prompt: str, stop: list[str] | None, kwargs: dict[str, Any]) -> Iterator[GenerationChunk]:
         for piece in self.get_engine().stream(prompt, chat=self.chat, **self.generation_kwargs(stop, kwargs)):

@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 _STOP = None  # put in a loop's inbox at exit
 _running_loops: weakref.WeakSet = weakref.WeakSet()
+# Every loop thread ever started (threads drop out once finished): at exit even one that is just returning
+# from an idle exit is joined, so none is still inside torch's thread teardown when the interpreter ends.
+_loop_threads: weakref.WeakSet = weakref.WeakSet()
 
 
 @dataclass(eq=False)
@@ -70,6 +73,7 @@ class EngineLoop:
                 self._thread = threading.Thread(target=self._run, name="draftapprox-engine", daemon=True)
                 self._thread.start()
                 _running_loops.add(self)
+                _loop_threads.add(self._thread)
         return request
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -203,3 +207,5 @@ class EngineLoop:
 def _stop_running_loops() -> None:
     for loop in list(_running_loops):
         loop.stop()
+    for thread in list(_loop_threads):
+        thread.join(10.0)
