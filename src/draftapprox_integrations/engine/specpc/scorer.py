@@ -5,9 +5,12 @@ The caller holds whatever lock guards the draft; nothing here selects or renders
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ..alignment import Span
 from ..capture import AttentionCapture
@@ -17,6 +20,8 @@ from ..errors import ConfigError
 from ..prompts import eos_token_ids
 from .layout import PromptLayout, build_layout, plan_chunks
 from .selection import combine_scores, reduce_window_attention
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,11 +65,13 @@ def score_context(
     *,
     lookahead_ids: list[int] | None = None,
     max_prompt_tokens: int | None = None,
+    progress: bool = False,
 ) -> ScoredContext:
     """Run the draft over the documents + question (in chunks when needed) and score every context token.
 
     ``lookahead_ids``: a given answer (draft tokens) to score with instead of generating
-    ``config.lookahead_tokens``.
+    ``config.lookahead_tokens``. A context scored in several chunks is logged at INFO (the plan, then each
+    chunk's time) and, with ``progress``, shows a tqdm bar on stderr: a long input is not silent work.
     """
     layout = build_layout(draft, query, len(docs.texts))
     n_look = len(lookahead_ids) if lookahead_ids is not None else config.lookahead_tokens
@@ -72,7 +79,12 @@ def score_context(
     chunks = plan_chunks(docs.lengths, layout, limit - n_look - 1)
     doc_scores = [torch.zeros(n) for n in docs.lengths]
     lookaheads: list[str] = []
-    for pieces in chunks:
+    if len(chunks) > 1:
+        logger.info("SpecPC: scoring %d context tokens in %d chunks of at most %d draft tokens",
+                    sum(docs.lengths), len(chunks), limit)
+    bar = tqdm(chunks, desc="SpecPC scoring", unit="chunk", disable=not progress or len(chunks) < 2, leave=False)
+    for k, pieces in enumerate(bar):
+        started = time.perf_counter()
         prompt, placed = _chunk_prompt(layout, pieces, docs.token_ids, query is not None)
         window = len(layout.question) if query is not None else len(prompt)
         scores, look = score_prompt(
@@ -81,6 +93,9 @@ def score_context(
         for pos, piece in placed:
             doc_scores[piece.doc][piece.start : piece.end] = scores[pos : pos + piece.end - piece.start]
         lookaheads.append(draft.tokenizer.decode(look, skip_special_tokens=True))
+        if len(chunks) > 1:
+            logger.info("SpecPC: chunk %d/%d (%d draft tokens) scored in %.2f s",
+                        k + 1, len(chunks), len(prompt), time.perf_counter() - started)
     return ScoredContext(docs.texts, docs.offsets, doc_scores, query, lookaheads, len(chunks))
 
 
