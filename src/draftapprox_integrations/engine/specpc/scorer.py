@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..alignment import Span
-from ..capture import AttentionCapture
+from ..capture import AttentionCapture, ForwardStopped
 from ..config import SpecPCConfig
 from ..decoding import greedy_lookahead, new_cache
 from ..errors import ConfigError
@@ -151,10 +151,17 @@ def score_prompt(
 
     device = draft.input_device
     window = observation + len(given or ())
-    with AttentionCapture(model, window, layers=layers, reducer=reducer) as capture:
-        if given is not None:
-            model(input_ids=torch.tensor([prompt_ids + given], device=device), use_cache=False, logits_to_keep=1)
-            look = given
+    # Without tokens to generate no logits are needed: the forward stops after the last scored layer.
+    one_pass = given is not None or config.lookahead_tokens == 0
+    stop = layers[-1] if one_pass and layers[-1] < _layer_count(model) - 1 else None
+    with AttentionCapture(model, window, layers=layers, reducer=reducer, stop_after=stop) as capture:
+        if one_pass:
+            ids = prompt_ids + (given or [])
+            try:
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False, logits_to_keep=1)
+            except ForwardStopped:
+                pass
+            look = given or []
         else:
             look = _generate_lookahead(draft, prompt_ids, config.lookahead_tokens, before_feed)
     per_layer = [torch.cat(capture.records[i], dim=0) for i in layers if i in capture.records]
@@ -164,17 +171,10 @@ def score_prompt(
 
 
 def _generate_lookahead(draft, prompt_ids: list[int], n_tokens: int, before_feed) -> list[int]:
-    """Prefill the prompt and let the draft write ``n_tokens`` greedily, feeding each one (EOS ends early)."""
+    """Prefill the prompt and let the draft write ``n_tokens`` (>= 1) greedily, feeding each one (EOS ends early)."""
     model = draft.model
-    cache = new_cache(model) if n_tokens > 0 else None
-    out = model(
-        input_ids=torch.tensor([prompt_ids], device=draft.input_device),
-        cache=cache,
-        use_cache=n_tokens > 0,
-        logits_to_keep=1,
-    )
-    if n_tokens <= 0:
-        return []
+    cache = new_cache(model)
+    out = model(input_ids=torch.tensor([prompt_ids], device=draft.input_device), cache=cache, use_cache=True, logits_to_keep=1)
     look = greedy_lookahead(
         model, draft.tokenizer, cache, out.logits[0, -1], len(prompt_ids),
         max_tokens=n_tokens, eos_ids=eos_token_ids(draft), before_feed=before_feed,
@@ -182,11 +182,15 @@ def _generate_lookahead(draft, prompt_ids: list[int], n_tokens: int, before_feed
     return look.token_ids
 
 
+def _layer_count(model) -> int:
+    return int(getattr(model.config, "num_hidden_layers", 0) or 0)
+
+
 def _scored_layers(model, config: SpecPCConfig) -> range:
-    n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-    if config.starting_layer_index >= n_layers:
-        raise ConfigError(
-            f"starting_layer_index={config.starting_layer_index} but the draft has only {n_layers} layers; "
-            f"use a value below {n_layers}"
-        )
-    return range(config.starting_layer_index, n_layers)
+    n_layers = _layer_count(model)
+    for name in ("starting_layer_index", "ending_layer_index"):
+        value = getattr(config, name)
+        if value is not None and value >= n_layers:
+            raise ConfigError(f"{name}={value} but the draft has only {n_layers} layers; use a value below {n_layers}")
+    end = n_layers if config.ending_layer_index is None else config.ending_layer_index + 1
+    return range(config.starting_layer_index, end)
