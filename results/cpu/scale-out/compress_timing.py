@@ -1,5 +1,5 @@
-"""Compression time per 1k context tokens: SpecPC (default 1-token lookahead; no lookahead; the draft's
-answer of up to 32 tokens) against the LLMLingua-style perplexity token drop of evals/baselines.py, same draft
+"""Compression time per 1k context tokens: SpecPC (default 1-token lookahead; no lookahead; no lookahead with
+the draft stopped after layer 20 or 12; the draft's answer of up to 32 tokens) against the LLMLingua-style perplexity token drop of evals/baselines.py, same draft
 (SmolLM2-135M), same contexts (the evals' niah_single samples), budget = 10% of the context's draft tokens.
 
 TIMING: run it on quiet cores only (nothing else running), and compare the figures as ratios within one run:
@@ -57,6 +57,10 @@ def main() -> None:
         variants = {
             "specpc (lookahead 1)": lambda: engine.compress(sample.context, sample.question, budget=budget),
             "specpc (no lookahead)": lambda: engine.compress(sample.context, sample.question, budget=budget, lookahead_tokens=0),
+            "specpc (no lookahead, layers 12-20: stops at 21/30)": lambda: engine.compress(
+                sample.context, sample.question, budget=budget, lookahead_tokens=0, ending_layer_index=20),
+            "specpc (no lookahead, layers 6-12: stops at 13/30)": lambda: engine.compress(
+                sample.context, sample.question, budget=budget, lookahead_tokens=0, starting_layer_index=6, ending_layer_index=12),
             "specpc (answer, 32)": lambda: engine.compress(sample.context, sample.question, budget=budget, lookahead_tokens=32),
             "perplexity (LLMLingua-style)": lambda: perplexity_token_drop(sample.context, budget, draft, query=sample.question),
         }
