@@ -46,6 +46,8 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
     unchanged (relevance 0.0: nothing was scored).
     Documents whose content is not a string pass through unchanged, marked ``specpc_skipped``.
     Documents that keep no text are dropped unless ``keep_empty``. The input documents are not changed.
+    Each call reports its token accounting to the callbacks (see :meth:`compress_documents`);
+    ``show_progress=True`` shows a progress bar while a long input is scored in chunks (logged at INFO anyway).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -56,7 +56,8 @@ class SpecPCNodePostprocessor(SpecPCOptions, BaseNodePostprocessor):
     Budget: at most one of ``budget`` (draft tokens over all nodes) or ``rate`` (kept fraction in (0, 1]);
     with neither, ``rate=0.1``. Nodes without text (an image node without text, a Node without a text
     resource) pass through, marked ``specpc_skipped``. Nodes that keep no text are dropped unless
-    ``keep_empty``. A query is required.
+    ``keep_empty``. A query is required. Each call reports its token accounting as events (see
+    ``_postprocess_nodes``); ``show_progress=True`` shows a progress bar while a long input is scored in chunks.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
