@@ -101,8 +101,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/cpu/scale-out/server-eval")
     args = parser.parse_args()
-    rows = run(args)
+    import signal
     import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still stops its server (finally)
+    rows = run(args)
 
     summarise(rows, Path(args.out), "PYTHONPATH=src:. python " + " ".join(["results/cpu/scale-out/server_eval.py", *sys.argv[1:]]))
 

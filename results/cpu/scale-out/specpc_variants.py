@@ -2,7 +2,7 @@
 tokens) still holds every answer of the evals' tasks. Compression only (no target); the rows that win are then
 checked with the target answering (server_eval.py). No timing here: see compress_timing.py for that.
 
-    PYTHONPATH=src python results/cpu/scale-out/specpc_variants.py --lengths 2048 4096 --samples 3 \
+    PYTHONPATH=src python results/cpu/scale-out/specpc_variants.py --lengths 2048 --samples 2 \
         --out results/cpu/scale-out/specpc-variants
 """
 
@@ -25,7 +25,6 @@ VARIANTS = {
     "no lookahead, layers 12-20": ({"lookahead_tokens": 0, "ending_layer_index": 20}, "21/30"),
     "no lookahead, layers 8-16": ({"lookahead_tokens": 0, "starting_layer_index": 8, "ending_layer_index": 16}, "17/30"),
     "no lookahead, layers 6-12": ({"lookahead_tokens": 0, "starting_layer_index": 6, "ending_layer_index": 12}, "13/30"),
-    "answer first (lookahead 32)": ({"lookahead_tokens": 32}, "30/30 + 32 tokens"),
 }
 
 
