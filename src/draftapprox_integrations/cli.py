@@ -140,6 +140,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         config=SpecPCConfig().replace(**overrides),
         separator=args.separator,
         whole_sentences=args.whole_sentences,
+        progress=args.progress,
     )
     print(result.text)
     stats = result.stats()
@@ -245,6 +246,8 @@ def _add_compress_parser(sub, common: list) -> None:
     comp.add_argument("--kernel-size", type=int, default=None, help="width of the pooling over token scores (default 8)")
     comp.add_argument("--starting-layer-index", type=int, default=None, help="draft layers below this one are not scored (default 12)")
     comp.add_argument("--lookahead-tokens", type=int, default=None, help="tokens the draft writes as its answer; their attention scores too (default 1)")
+    comp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                      help="show a progress bar on stderr while a long input is scored in chunks (default: on)")
     comp.add_argument("--draft", default=DEFAULT_DRAFT, help="draft model reference: alias, folder, .gguf or hub id (default: %(default)s)")
     _device_args(comp)
     comp.set_defaults(func=cmd_compress)

@@ -5,7 +5,9 @@ in ``engine/specpc/``), and the budget rule is the engine's own (``engine.specpc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -76,6 +78,9 @@ class SpecPCOptions(AdapterOptions):
     reorder_by_relevance: bool = Field(
         default=False, strict=True, description="return the most attended documents first"
     )
+    show_progress: bool = Field(
+        default=False, strict=True, description="a tqdm bar on stderr while a long (chunked) input is scored"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -102,10 +107,11 @@ class SpecPCOptions(AdapterOptions):
 
     # -- compression -------------------------------------------------------------------------------
 
-    def _compress_by_position(self, texts: list[str], positions: list[int], query: str) -> dict[int, Any]:
-        """Compress ``texts`` together for ``query``: {position: compressed document}; {} without texts."""
+    def _compress_by_position(self, texts: list[str], positions: list[int], query: str) -> tuple[dict[int, Any], Any]:
+        """Compress ``texts`` together for ``query``: ({position: compressed document}, the engine's
+        CompressionResult); ({}, None) without texts."""
         if not texts:
-            return {}
+            return {}, None
         result = self.get_engine().compress(
             texts,
             query,
@@ -114,14 +120,67 @@ class SpecPCOptions(AdapterOptions):
             config=self.config,
             separator=self.separator,
             whole_sentences=self.whole_sentences,
+            progress=self.show_progress,
         )
-        return dict(zip(positions, result.documents))
+        return dict(zip(positions, result.documents)), result
+
+    def _summary(self, documents_in: int) -> CompressionSummary:
+        """A started summary of one call (its clock runs from here), naming the draft that scores it."""
+        source = getattr(self.get_engine(), "draft_source", None)
+        return CompressionSummary(documents_in=documents_in, draft_model=getattr(source, "name", str(self.draft_model)))
 
     def _ordered(self, scored: list[tuple[float, int, Any]]) -> list[Any]:
         """The items of ``(relevance, position, item)`` triples, by relevance when ``reorder_by_relevance``."""
         if self.reorder_by_relevance:
             scored = sorted(scored, key=lambda t: (-t[0], t[1]))
         return [item for _, _, item in scored]
+
+
+@dataclass
+class CompressionSummary:
+    """One adapter call's token accounting, sent to the framework's callbacks (LangChain) or events
+    (LlamaIndex). Token counts are the draft's; ``saved_tokens`` is what a server with the same tokenizer
+    reads less (less the separators' own tokens). ``seconds`` is the call's wall time, waiting included."""
+
+    documents_in: int
+    documents_out: int = 0
+    original_tokens: int = 0
+    compressed_tokens: int = 0
+    budget: int = 0
+    chunks: int = 0
+    passthrough: bool = False
+    draft_model: str = ""
+    seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter, repr=False)
+
+    @property
+    def saved_tokens(self) -> int:
+        return self.original_tokens - self.compressed_tokens
+
+    def record(self, result: Any, documents_out: int) -> CompressionSummary:
+        """Fill in the engine's result (None: no document had text) and stop the clock."""
+        if result is not None:
+            self.original_tokens, self.compressed_tokens = result.original_tokens, result.compressed_tokens
+            self.budget, self.chunks, self.passthrough = result.budget, result.chunks, result.passthrough
+        self.documents_out = documents_out
+        self.seconds = time.perf_counter() - self.started
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        ratio = self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+        return {
+            "documents_in": self.documents_in,
+            "documents_out": self.documents_out,
+            "original_tokens": self.original_tokens,
+            "compressed_tokens": self.compressed_tokens,
+            "saved_tokens": self.saved_tokens,
+            "compression_ratio": round(ratio, 4),
+            "budget": self.budget,
+            "chunks": self.chunks,
+            "passthrough": self.passthrough,
+            "draft_model": self.draft_model,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def compression_metadata(doc: Any) -> dict[str, Any]:

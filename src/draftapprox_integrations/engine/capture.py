@@ -96,7 +96,9 @@ class AttentionCapture:
 
     Use as a context manager around model calls. ``reducer`` turns each layer's weights into what is kept
     (by default the weights themselves); ``layers`` limits which layer indices are captured. Records are
-    appended per forward call, so ``records[layer]`` is a list with one entry per forward.
+    appended per forward call, so ``records[layer]`` is a list with one entry per forward. ``stop_after``: once
+    that layer's weights are recorded the forward raises :class:`ForwardStopped` (the caller catches it), so a
+    caller that needs no output (no logits, no cache) does not pay for the layers above.
     """
 
     def __init__(
@@ -106,6 +108,7 @@ class AttentionCapture:
         *,
         layers: Iterable[int] | None = None,
         reducer: Reducer | None = None,
+        stop_after: int | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"capture window must be >= 1, got {window}")
@@ -120,6 +123,7 @@ class AttentionCapture:
         self.window = window
         self.layers = None if layers is None else frozenset(layers)
         self.reducer = reducer
+        self.stop_after = stop_after
         self._module_ids = {id(m) for m in mods}
         self.records: dict[int, list[Any]] = {}
         self._token: contextvars.Token | None = None
@@ -141,6 +145,10 @@ class AttentionCapture:
         self.records.setdefault(module.layer_idx, []).append(value)
 
 
+class ForwardStopped(Exception):
+    """Raised inside a forward by a capture with ``stop_after``, once its last wanted layer is recorded."""
+
+
 def capturing_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -160,6 +168,8 @@ def capturing_attention_forward(
                     query, key, attention_mask, scale, capture.window, softcap=kwargs.get("softcap")
                 )
                 capture.record(module, weights)
+                if capture.stop_after == module.layer_idx:
+                    raise ForwardStopped(module.layer_idx)
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if kwargs.get("softcap") is not None:

@@ -95,6 +95,8 @@ class SpecPCConfig(_ConfigMixin):
     head_reduction: over heads and window queries; layer_reduction: over layers; step_reduction: over
     the prefill and lookahead steps.
     starting_layer_index: layers below this are ignored (early layers attend broadly).
+    ending_layer_index: the last layer scored (None: the draft's last). When the draft writes no lookahead
+    (``lookahead_tokens=0``, or an answer is given), its forward stops after this layer: a cheaper pass.
     weighted_query: window queries weighted linearly 0 -> 1 so later queries count more.
 
     Defaults are tuned for the small embedded drafts (SmolLM2-135M, 30 layers): avg pooling over 8 tokens,
@@ -116,6 +118,7 @@ class SpecPCConfig(_ConfigMixin):
     step_reduction: str = "max"
     starting_layer_index: int = 12
     weighted_query: bool = True
+    ending_layer_index: int | None = None
 
     @classmethod
     def paper(cls, **changes: Any) -> SpecPCConfig:
@@ -135,6 +138,12 @@ class SpecPCConfig(_ConfigMixin):
         _check_choice("layer_reduction", self.layer_reduction, _REDUCTIONS)
         _check_choice("step_reduction", self.step_reduction, _REDUCTIONS)
         _check_positive_int("starting_layer_index", self.starting_layer_index, allow_zero=True)
+        if self.ending_layer_index is not None:
+            _check_positive_int("ending_layer_index", self.ending_layer_index, allow_zero=True)
+            if self.ending_layer_index < self.starting_layer_index:
+                raise ConfigError(
+                    f"ending_layer_index={self.ending_layer_index} is below starting_layer_index={self.starting_layer_index}"
+                )
         if not isinstance(self.weighted_query, bool):
             raise ConfigError(f"weighted_query must be a bool, got {self.weighted_query!r}")
 

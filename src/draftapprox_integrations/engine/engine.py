@@ -146,6 +146,7 @@ class DraftApproxEngine:
         lookahead_text: str | None = None,
         max_prompt_tokens: int | None = None,
         return_scores: bool = False,
+        progress: bool = False,
         **config_overrides: Any,
     ) -> specpc.CompressionResult:
         """SpecPC: keep ``budget`` draft tokens (or the fraction ``rate``) of ``context`` that the draft attends
@@ -156,13 +157,14 @@ class DraftApproxEngine:
         config: a SpecPCConfig; its field names may also be passed as keywords (``window_size=32``).
         separator: marks elided text; whole_sentences: keep whole sentences, best first, while they fit; lookahead_text:
         score with this answer instead of letting the draft write one; max_prompt_tokens: cap on one draft
-        prompt (longer inputs are scored in chunks); return_scores: keep the per-token scores.
+        prompt (longer inputs are scored in chunks, logged at INFO); return_scores: keep the per-token scores;
+        progress: a tqdm bar on stderr while a chunked input is scored (off by default; the CLI turns it on).
         Every argument is checked before the draft loads; only the draft's scoring runs on the engine's loop.
         """
         request = specpc.prepare(
             context, query, budget=budget, rate=rate, config=config, separator=separator,
             whole_sentences=whole_sentences, lookahead_text=lookahead_text, max_prompt_tokens=max_prompt_tokens,
-            return_scores=return_scores, **config_overrides,
+            return_scores=return_scores, progress=progress, **config_overrides,
         )
         scored = self._loop.submit(Request(lambda: specpc.score_request(self.draft, request), streams=False)).result()
         return specpc.finish(request, scored)

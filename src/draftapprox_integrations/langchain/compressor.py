@@ -15,14 +15,18 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from langchain_core.callbacks import Callbacks
+from langchain_core.callbacks import CallbackManager, Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import ConfigDict
 
 from .._shared.specpc_options import SKIPPED, SpecPCOptions, compression_metadata, extended_metadata
 from ..engine.errors import InvalidInputError
 from ..engine.prompts import check_text
+
+# The custom callback event every call sends (``on_custom_event``): the call's token accounting and the
+# documents it returns, so a handler (or a trace) holds the compressed documents even when a later step fails.
+COMPRESSION_EVENT = "specpc_compression"
 
 
 class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
@@ -42,6 +46,8 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
     unchanged (relevance 0.0: nothing was scored).
     Documents whose content is not a string pass through unchanged, marked ``specpc_skipped``.
     Documents that keep no text are dropped unless ``keep_empty``. The input documents are not changed.
+    Each call reports its token accounting to the callbacks (see :meth:`compress_documents`);
+    ``show_progress=True`` shows a progress bar while a long input is scored in chunks (logged at INFO anyway).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -56,6 +62,11 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
     ) -> Sequence[Document]:
         """Compress ``documents`` (a list of Document) for ``query``. An empty list returns an empty list.
 
+        Each call is a chain run named ``SpecPCCompressor`` for ``callbacks`` (and any tracer configured for
+        the process): its outputs hold the documents and ``specpc``, the call's token accounting
+        (``CompressionSummary.to_dict``: original / compressed / saved draft tokens, seconds, ...), which
+        also goes out as the custom event ``specpc_compression`` with the documents.
+
         Raises InvalidInputError, before the draft runs, for anything but a list of Documents or a query
         that is not a non-empty string."""
         documents = _checked_documents(documents)
@@ -64,13 +75,29 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("SpecPCCompressor needs the query: the draft scores the documents by its attention to it")
         check_text(query, "the query")  # refused even when no document has text to compress
+        run = CallbackManager.configure(inheritable_callbacks=callbacks).on_chain_start(
+            {"name": type(self).__name__}, {"query": query, "documents": documents}, name=type(self).__name__
+        )
+        summary = self._summary(len(documents))
+        try:
+            out, result = self._compressed(documents, query)
+        except BaseException as exc:
+            run.on_chain_error(exc)
+            raise
+        stats = summary.record(result, len(out)).to_dict()
+        run.get_child().on_custom_event(COMPRESSION_EVENT, {**stats, "documents": out}, run_id=run.run_id)
+        run.on_chain_end({"documents": out, "specpc": stats})
+        return out
+
+    def _compressed(self, documents: list[Document], query: str) -> tuple[list[Document], Any]:
+        """The compressed documents (in order, or by relevance) and the engine's result (None: no text)."""
         texts: list[str] = []
         text_positions: list[int] = []
         for i, doc in enumerate(documents):
             if isinstance(doc.page_content, str):
                 texts.append(doc.page_content)
                 text_positions.append(i)
-        compressed = self._compress_by_position(texts, text_positions, query)
+        compressed, result = self._compress_by_position(texts, text_positions, query)
         out: list[tuple[float, int, Document]] = []
         for i, doc in enumerate(documents):
             item = compressed.get(i)
@@ -82,7 +109,7 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
                 continue
             meta, _ = extended_metadata(doc.metadata, compression_metadata(item))
             out.append((item.relevance, i, doc.model_copy(update={"page_content": item.text, "metadata": meta})))
-        return self._ordered(out)
+        return self._ordered(out), result
 
     async def acompress_documents(
         self,
@@ -107,11 +134,11 @@ class SpecPCCompressor(SpecPCOptions, BaseDocumentCompressor):
                 raise InvalidInputError('the SpecPC runnable takes {"documents": [...], "query": "..."}')
             return value["documents"], value["query"]
 
-        def run(value: dict) -> list[Document]:
-            return list(self.compress_documents(*_inputs(value)))
+        def run(value: dict, config: RunnableConfig) -> list[Document]:
+            return list(self.compress_documents(*_inputs(value), callbacks=config.get("callbacks")))
 
-        async def arun(value: dict) -> list[Document]:
-            return list(await self.acompress_documents(*_inputs(value)))
+        async def arun(value: dict, config: RunnableConfig) -> list[Document]:
+            return list(await self.acompress_documents(*_inputs(value), callbacks=config.get("callbacks")))
 
         return RunnableLambda(run, afunc=arun, name="SpecPCCompressor")
 

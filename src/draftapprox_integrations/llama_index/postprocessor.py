@@ -9,12 +9,34 @@ from __future__ import annotations
 from typing import Any
 
 from llama_index.core.bridge.pydantic import ConfigDict
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.base import BaseEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, NodeWithScore, QueryBundle, TextNode
 
 from .._shared.specpc_options import SKIPPED, SpecPCOptions, compression_metadata, extended_metadata
 from ..engine.errors import InvalidInputError
 from ..engine.prompts import check_text
+
+dispatcher = get_dispatcher(__name__)
+
+# The key of the call's token accounting in the legacy callback event's end payload.
+SPECPC_PAYLOAD = "specpc"
+
+
+class SpecPCCompressionEvent(BaseEvent):
+    """Sent through LlamaIndex's instrumentation dispatcher once per postprocessor call: the call's token
+    accounting (``CompressionSummary.to_dict``: draft tokens before / after / saved, seconds, ...), the query
+    and the nodes returned, so an event handler holds the compressed nodes even when a later step fails."""
+
+    query_str: str
+    stats: dict[str, Any]
+    nodes: list[NodeWithScore]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "SpecPCCompressionEvent"
 
 
 class SpecPCNodePostprocessor(SpecPCOptions, BaseNodePostprocessor):
@@ -34,7 +56,8 @@ class SpecPCNodePostprocessor(SpecPCOptions, BaseNodePostprocessor):
     Budget: at most one of ``budget`` (draft tokens over all nodes) or ``rate`` (kept fraction in (0, 1]);
     with neither, ``rate=0.1``. Nodes without text (an image node without text, a Node without a text
     resource) pass through, marked ``specpc_skipped``. Nodes that keep no text are dropped unless
-    ``keep_empty``. A query is required.
+    ``keep_empty``. A query is required. Each call reports its token accounting as events (see
+    ``_postprocess_nodes``); ``show_progress=True`` shows a progress bar while a long input is scored in chunks.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -48,10 +71,25 @@ class SpecPCNodePostprocessor(SpecPCOptions, BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
+        """Compress the nodes' text. Each call with nodes is one ``CBEventType.RERANKING`` event for the
+        callback manager (LlamaIndex's event type for node postprocessors; no compression type exists): its
+        end payload holds the nodes returned and, under ``"specpc"``, the call's token accounting; the same
+        goes out as a :class:`SpecPCCompressionEvent` through the instrumentation dispatcher."""
         nodes = _checked_nodes(nodes)
         if not nodes:
             return []
         query = _query_of(query_bundle)
+        summary = self._summary(len(nodes))
+        payload = {EventPayload.NODES: nodes, EventPayload.QUERY_STR: query, EventPayload.MODEL_NAME: summary.draft_model}
+        with self.callback_manager.event(CBEventType.RERANKING, payload=payload) as event:
+            out, result = self._compressed(nodes, query)
+            stats = summary.record(result, len(out)).to_dict()
+            dispatcher.event(SpecPCCompressionEvent(query_str=query, stats=stats, nodes=out))
+            event.on_end(payload={EventPayload.NODES: out, SPECPC_PAYLOAD: stats})
+        return out
+
+    def _compressed(self, nodes: list[NodeWithScore], query: str) -> tuple[list[NodeWithScore], Any]:
+        """The compressed nodes (in order, or by relevance) and the engine's result (None: no text)."""
         texts: list[str] = []
         positions: list[int] = []
         for i, item in enumerate(nodes):
@@ -59,7 +97,7 @@ class SpecPCNodePostprocessor(SpecPCOptions, BaseNodePostprocessor):
             if text is not None:
                 texts.append(text)
                 positions.append(i)
-        compressed = self._compress_by_position(texts, positions, query)
+        compressed, result = self._compress_by_position(texts, positions, query)
         out: list[tuple[float, int, NodeWithScore]] = []
         for i, item in enumerate(nodes):
             doc = compressed.get(i)
@@ -71,7 +109,7 @@ class SpecPCNodePostprocessor(SpecPCOptions, BaseNodePostprocessor):
                 continue
             node = _copy_with(item.node, compression_metadata(doc), text=doc.text)
             out.append((doc.relevance, i, NodeWithScore(node=node, score=item.score)))
-        return self._ordered(out)
+        return self._ordered(out), result
 
 
 def _checked_nodes(nodes: Any) -> list[NodeWithScore]:

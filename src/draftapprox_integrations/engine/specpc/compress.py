@@ -39,6 +39,7 @@ class CompressionRequest:
     lookahead_text: str | None = None
     max_prompt_tokens: int | None = None
     return_scores: bool = False
+    progress: bool = False
 
 
 @dataclass
@@ -63,6 +64,7 @@ def prepare(
     lookahead_text: str | None = None,
     max_prompt_tokens: int | None = None,
     return_scores: bool = False,
+    progress: bool = False,
     **config_overrides,
 ) -> CompressionRequest:
     """Check every argument of a compression call; raises ConfigError / InvalidInputError, loads nothing.
@@ -93,7 +95,7 @@ def prepare(
     resolve_budget(1, budget, rate)  # the budget's own checks, before any tokenising
     return CompressionRequest(
         texts, single, query, budget, rate, config, separator, bool(whole_sentences), lookahead_text, cap,
-        bool(return_scores),
+        bool(return_scores), bool(progress),
     )
 
 
@@ -110,7 +112,8 @@ def score_request(draft, request: CompressionRequest) -> ScoredRequest:
     if request.lookahead_text is not None:
         look_ids = tokenize_with_offsets(draft.tokenizer, request.lookahead_text)[0]
     scored = score_context(
-        draft, docs, request.query, request.config, lookahead_ids=look_ids, max_prompt_tokens=request.max_prompt_tokens
+        draft, docs, request.query, request.config, lookahead_ids=look_ids,
+        max_prompt_tokens=request.max_prompt_tokens, progress=request.progress,
     )
     return ScoredRequest(docs, keep, scored, started)
 
@@ -231,7 +234,7 @@ def _config_with(config: SpecPCConfig | None, overrides: dict) -> SpecPCConfig:
     if unknown:
         raise ConfigError(
             f"unknown compress option(s): {', '.join(sorted(unknown))}; known: separator, whole_sentences, "
-            "lookahead_text, max_prompt_tokens, return_scores and the SpecPCConfig fields"
+            "lookahead_text, max_prompt_tokens, return_scores, progress and the SpecPCConfig fields"
         )
     return config.replace(**overrides) if overrides else config
 

@@ -5,18 +5,23 @@ The caller holds whatever lock guards the draft; nothing here selects or renders
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ..alignment import Span
-from ..capture import AttentionCapture
+from ..capture import AttentionCapture, ForwardStopped
 from ..config import SpecPCConfig
 from ..decoding import greedy_lookahead, new_cache
 from ..errors import ConfigError
 from ..prompts import eos_token_ids
 from .layout import PromptLayout, build_layout, plan_chunks
 from .selection import combine_scores, reduce_window_attention
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,11 +65,13 @@ def score_context(
     *,
     lookahead_ids: list[int] | None = None,
     max_prompt_tokens: int | None = None,
+    progress: bool = False,
 ) -> ScoredContext:
     """Run the draft over the documents + question (in chunks when needed) and score every context token.
 
     ``lookahead_ids``: a given answer (draft tokens) to score with instead of generating
-    ``config.lookahead_tokens``.
+    ``config.lookahead_tokens``. A context scored in several chunks is logged at INFO (the plan, then each
+    chunk's time) and, with ``progress``, shows a tqdm bar on stderr: a long input is not silent work.
     """
     layout = build_layout(draft, query, len(docs.texts))
     n_look = len(lookahead_ids) if lookahead_ids is not None else config.lookahead_tokens
@@ -72,7 +79,12 @@ def score_context(
     chunks = plan_chunks(docs.lengths, layout, limit - n_look - 1)
     doc_scores = [torch.zeros(n) for n in docs.lengths]
     lookaheads: list[str] = []
-    for pieces in chunks:
+    if len(chunks) > 1:
+        logger.info("SpecPC: scoring %d context tokens in %d chunks of at most %d draft tokens",
+                    sum(docs.lengths), len(chunks), limit)
+    bar = tqdm(chunks, desc="SpecPC scoring", unit="chunk", disable=not progress or len(chunks) < 2, leave=False)
+    for k, pieces in enumerate(bar):
+        started = time.perf_counter()
         prompt, placed = _chunk_prompt(layout, pieces, docs.token_ids, query is not None)
         window = len(layout.question) if query is not None else len(prompt)
         scores, look = score_prompt(
@@ -81,6 +93,9 @@ def score_context(
         for pos, piece in placed:
             doc_scores[piece.doc][piece.start : piece.end] = scores[pos : pos + piece.end - piece.start]
         lookaheads.append(draft.tokenizer.decode(look, skip_special_tokens=True))
+        if len(chunks) > 1:
+            logger.info("SpecPC: chunk %d/%d (%d draft tokens) scored in %.2f s",
+                        k + 1, len(chunks), len(prompt), time.perf_counter() - started)
     return ScoredContext(docs.texts, docs.offsets, doc_scores, query, lookaheads, len(chunks))
 
 
@@ -136,10 +151,17 @@ def score_prompt(
 
     device = draft.input_device
     window = observation + len(given or ())
-    with AttentionCapture(model, window, layers=layers, reducer=reducer) as capture:
-        if given is not None:
-            model(input_ids=torch.tensor([prompt_ids + given], device=device), use_cache=False, logits_to_keep=1)
-            look = given
+    # Without tokens to generate no logits are needed: the forward stops after the last scored layer.
+    one_pass = given is not None or config.lookahead_tokens == 0
+    stop = layers[-1] if one_pass and layers[-1] < _layer_count(model) - 1 else None
+    with AttentionCapture(model, window, layers=layers, reducer=reducer, stop_after=stop) as capture:
+        if one_pass:
+            ids = prompt_ids + (given or [])
+            try:
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False, logits_to_keep=1)
+            except ForwardStopped:
+                pass
+            look = given or []
         else:
             look = _generate_lookahead(draft, prompt_ids, config.lookahead_tokens, before_feed)
     per_layer = [torch.cat(capture.records[i], dim=0) for i in layers if i in capture.records]
@@ -149,17 +171,10 @@ def score_prompt(
 
 
 def _generate_lookahead(draft, prompt_ids: list[int], n_tokens: int, before_feed) -> list[int]:
-    """Prefill the prompt and let the draft write ``n_tokens`` greedily, feeding each one (EOS ends early)."""
+    """Prefill the prompt and let the draft write ``n_tokens`` (>= 1) greedily, feeding each one (EOS ends early)."""
     model = draft.model
-    cache = new_cache(model) if n_tokens > 0 else None
-    out = model(
-        input_ids=torch.tensor([prompt_ids], device=draft.input_device),
-        cache=cache,
-        use_cache=n_tokens > 0,
-        logits_to_keep=1,
-    )
-    if n_tokens <= 0:
-        return []
+    cache = new_cache(model)
+    out = model(input_ids=torch.tensor([prompt_ids], device=draft.input_device), cache=cache, use_cache=True, logits_to_keep=1)
     look = greedy_lookahead(
         model, draft.tokenizer, cache, out.logits[0, -1], len(prompt_ids),
         max_tokens=n_tokens, eos_ids=eos_token_ids(draft), before_feed=before_feed,
@@ -167,11 +182,15 @@ def _generate_lookahead(draft, prompt_ids: list[int], n_tokens: int, before_feed
     return look.token_ids
 
 
+def _layer_count(model) -> int:
+    return int(getattr(model.config, "num_hidden_layers", 0) or 0)
+
+
 def _scored_layers(model, config: SpecPCConfig) -> range:
-    n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-    if config.starting_layer_index >= n_layers:
-        raise ConfigError(
-            f"starting_layer_index={config.starting_layer_index} but the draft has only {n_layers} layers; "
-            f"use a value below {n_layers}"
-        )
-    return range(config.starting_layer_index, n_layers)
+    n_layers = _layer_count(model)
+    for name in ("starting_layer_index", "ending_layer_index"):
+        value = getattr(config, name)
+        if value is not None and value >= n_layers:
+            raise ConfigError(f"{name}={value} but the draft has only {n_layers} layers; use a value below {n_layers}")
+    end = n_layers if config.ending_layer_index is None else config.ending_layer_index + 1
+    return range(config.starting_layer_index, end)
