@@ -151,7 +151,6 @@ class DraftApproxEngine:
     ) -> specpc.CompressionResult:
         """SpecPC: keep ``budget`` draft tokens (or the fraction ``rate``) of ``context`` that the draft attends
         to when it reads ``query``.
-
         context: one text or a sequence of documents; query: the question, or None to compress a plain
         prompt (its tail is then the observation window and is always kept). Exactly one of budget / rate.
         config: a SpecPCConfig; its field names may also be passed as keywords (``window_size=32``).
