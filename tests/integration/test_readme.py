@@ -54,5 +54,6 @@ def test_readme_runs_top_to_bottom_and_answers_its_question(capsys):
     assert code in str(namespace["response"])
     assert code in namespace["reply"].content
     assert code in namespace["answer"].text
-    assert out.count(code) >= 5, out  # printed by the LangChain, LlamaIndex, chat, generate and stream blocks
+    assert namespace["batch"][0].token_ids == namespace["answer"].token_ids  # a batch answers like one call
+    assert out.count(code) >= 6, out  # printed by the LangChain, LlamaIndex, chat, generate, stream and batch blocks
     assert namespace["result"].compressed_tokens <= namespace["result"].budget
