@@ -19,10 +19,14 @@ def load_example(name: str):
 
 
 def test_every_example_is_tested():
-    assert {p.stem for p in EXAMPLES.glob("*.py")} == set(NAMES)
+    assert {p.stem for p in EXAMPLES.glob("*.py")} == set(NAMES) | set(SERVER_EXAMPLES)
+    served = (Path(__file__).resolve().parents[1] / "serving" / "test_openai_server.py").read_text(encoding="utf-8")
+    assert all(f"from examples.{name} import" in served for name in SERVER_EXAMPLES)
 
 
 NAMES = ["langchain_retrieval_chain", "llama_index_query_engine", "langchain_chat_speckv"]
+# These need an OpenAI-compatible server: tests/integration/serving/ starts one and runs their functions.
+SERVER_EXAMPLES = ["serving_langchain", "serving_llama_index"]
 
 
 @pytest.mark.parametrize("name", NAMES)
