@@ -15,7 +15,8 @@ so on such models a row only joins a batch that has not decoded yet and whose la
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ class DecodeBatch:
     def __init__(self, model, shape: tuple[tuple[int, int], ...]) -> None:
         self.model = model
         self.shape = shape
-        self.rows: list[Hashable] = []
+        self.rows: list[Any] = []
         self.cache = None
         self.mask: torch.Tensor | None = None  # [rows, entries] (1: a real entry), None while nothing is padded
         self.steps = 0  # forwards since the last time the batch was empty
@@ -58,7 +59,7 @@ class DecodeBatch:
             return False
         return not (self.rows and self.steps and _has_sliding_layers(shape))
 
-    def add(self, row: Hashable, cache) -> None:
+    def add(self, row: Any, cache) -> None:
         """Append a row whose cache has this batch's prefill shape; it is left-padded to the batch's length."""
         if not self.rows:
             self.rows, self.cache, self.mask, self.steps = [row], cache, None, 0

@@ -209,6 +209,20 @@ def pair_info(pair: Pair, engine, load_seconds: float) -> dict[str, Any]:
     }
 
 
+def warm_up(engine, seed: int) -> None:
+    """The first forwards pay one-off costs (allocator, kernels) that no measured row should carry."""
+    from .tasks import make_sample
+
+    tok = engine.target.tokenizer
+    warm = make_sample("niah_single", 512, tok, seed=seed)
+    _stream_timed(engine, warm.chat_prompt(tok), method="full", max_new_tokens=4, temperature=0.0, chat=False)
+
+
+def config_record(cfg: BenchConfig) -> dict[str, Any]:
+    """The run's settings as a result file records them (lists for sequences; not the output folder)."""
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items() if k != "output_dir"}
+
+
 def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
     from .tasks import make_sample
 
@@ -217,9 +231,7 @@ def run_pair(pair: Pair, cfg: BenchConfig, progress=None) -> dict[str, Any]:
     limit = min(engine.target.context_length, engine.draft.context_length)
     rows: list[dict[str, Any]] = []
     skipped_lengths = []
-    # Warm-up: the first forwards pay one-off costs (allocator, kernels) that no row should carry.
-    warm = make_sample("niah_single", 512, tok, seed=cfg.seed)
-    _stream_timed(engine, warm.chat_prompt(tok), method="full", max_new_tokens=4, temperature=0.0, chat=False)
+    warm_up(engine, cfg.seed)
     for length in cfg.lengths:
         if length + cfg.max_new_tokens + 64 > limit:
             skipped_lengths.append(length)
@@ -259,7 +271,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
     for pair in pairs:
         result = run_pair(pair, cfg, bar)
         result["machine"] = machine_info()
-        result["config"] = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items() if k != "output_dir"}
+        result["config"] = config_record(cfg)
         json_path = out_dir / f"bench-{pair.label}.json"
         json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
         png_path = out_dir / f"bench-{pair.label}.png"
@@ -280,21 +292,20 @@ def run_throughput_bench(cfg: BenchConfig, batch_sizes: Sequence[int]) -> dict[s
     written = {}
     for pair in (parse_pair(p) for p in cfg.pairs):
         engine, load_seconds = engine_for(pair, cfg, max_batch_size=max(batch_sizes))
-        warm = engine.generate("Say hello.", method="full", max_new_tokens=4)  # one-off costs go here
-        del warm
+        warm_up(engine, cfg.seed)
         rows = run_throughput(
             engine, lengths=cfg.lengths, batch_sizes=batch_sizes, methods=cfg.methods, budget=cfg.budget,
             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
             progress=lambda r: logger.info("throughput %s %d x%d: %.2fx", r["method"], r["length"], r["batch_size"], r["end_to_end_speedup"]),
         )
         result = {**pair_info(pair, engine, load_seconds), "machine": machine_info(), "batch_sizes": list(batch_sizes),
-                  "config": {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in asdict(cfg).items() if k != "output_dir"},
-                  "rows": rows}
+                  "config": config_record(cfg), "rows": rows}
         json_path = out_dir / f"throughput-{pair.label}.json"
         json_path.write_text(json.dumps(result, indent=2), encoding="utf-8")
         md_path = out_dir / f"throughput-{pair.label}.md"
-        md_path.write_text("\n".join(throughput_table(rows)) + "\n", encoding="utf-8")
-        written[pair.label] = {"json": str(json_path), "md": str(md_path), "result": result}
+        table = "\n".join(throughput_table(rows)) + "\n"
+        md_path.write_text(table, encoding="utf-8")
+        written[pair.label] = {"json": str(json_path), "md": str(md_path), "table": table, "result": result}
         del engine
         gc.collect()
     return written

@@ -88,7 +88,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if throughput:
         for label, done in run_throughput_bench(cfg, throughput).items():
             print(f"{label}: {done['md']}")
-            print(open(done["md"], encoding="utf-8").read())
+            print(done["table"])
         return 0
     written = run_bench(cfg)
     print("\n".join(summary_lines(written)))

@@ -1,14 +1,15 @@
 """SpecKV: the draft's approximate answer decides which prompt KV entries the target keeps (arXiv 2506.08373).
 
 Modules, in call order: ``plan`` (check a request, tokenise it for the target), ``generate`` (lookahead,
-prefill, decode), ``lookahead`` (the draft's answer, the SpecKV-PC cut), ``prefill`` (capture -> select ->
-cut), ``selection`` (pure key scoring and top-k), ``cache`` (recording cache and KV surgery), ``results``.
+prefill, then the answer's decode state, which the engine's loop steps), ``lookahead`` (the draft's answer,
+the SpecKV-PC cut), ``prefill`` (capture -> select -> cut), ``selection`` (pure key scoring and top-k),
+``cache`` (recording cache and KV surgery), ``results``.
 """
 
 from ..config import GENERATION_METHODS as METHODS
 from ..prompts import encode_prompt, normalize_messages, transcript
 from .cache import CompressedPrefill, compress_cache
-from .generate import AnswerRow, generate, run_generation, start_generation
+from .generate import AnswerRow, start_generation
 from .lookahead import draft_answer
 from .plan import GenerationPlan, check_generation, check_options, tokenize_plan
 from .prefill import prefill_and_compress, self_draft_prefill
@@ -28,11 +29,9 @@ __all__ = [
     "compress_cache",
     "draft_answer",
     "encode_prompt",
-    "generate",
     "normalize_messages",
     "observation_key_scores",
     "prefill_and_compress",
-    "run_generation",
     "select_kept_indices",
     "self_draft_prefill",
     "start_generation",

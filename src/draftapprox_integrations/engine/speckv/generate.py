@@ -2,8 +2,8 @@
 
 ``start_generation(plan, target, draft)`` takes loaded models and a tokenised plan and returns an
 :class:`AnswerRow`: the prefilled, compressed cache and the state of the answer's decode, which the
-engine's loop steps together with other rows (``engine.batching``). ``run_generation`` decodes one row
-alone. The caller (the engine) picks the models and holds their lock. Methods:
+engine's loop (``engine.serving``) steps together with other rows (``engine.batching``). The caller (the
+engine) picks the models and holds their lock. Methods:
 
 * ``full``: no compression (the reference).
 * ``snapkv``: the last ``window_size`` prompt queries score the prompt keys; per layer and KV head the top
@@ -21,18 +21,16 @@ After compression new tokens keep their true positions (prompt length + t): the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from ..config import METHODS
-from ..batching import DecodeBatch, cache_shape
 from ..decoding import DecodeStep, TokenSampler, TokenStream
 from ..prompts import encode_prompt, eos_token_ids
 from .cache import CompressedPrefill, full_bytes_uncut
 from .lookahead import draft_answer, lookahead_for_target, specpc_cut
 from .plan import GenerationPlan, fit_context
 from .prefill import prefill_and_compress, self_draft_prefill
-from .results import GenerationResult, GenerationStats, StreamChunk
+from .results import GenerationStats, StreamChunk
 
 
 @dataclass
@@ -60,24 +58,6 @@ def start_generation(plan: GenerationPlan, target, draft=None) -> AnswerRow:
         prefill = _prefill(run)
     _record_prefill(run, prefill)
     return AnswerRow(run, prefill)
-
-
-def run_generation(plan: GenerationPlan, target, draft=None) -> Iterator[StreamChunk]:
-    """Text deltas of the answer, decoded alone; the last chunk carries the stats and the finish reason."""
-    row = start_generation(plan, target, draft)
-    batch = DecodeBatch(target.model, cache_shape(row.cache))
-    batch.add(row, row.cache)
-    while True:
-        step = row.sample()
-        yield row.chunk(step)
-        if step.finish_reason is not None:
-            return
-        row.logits = batch.step([step.token_id], [row.stream.fed()])[0]
-
-
-def generate(plan: GenerationPlan, target, draft=None) -> GenerationResult:
-    """The whole answer of :func:`run_generation` at once."""
-    return GenerationResult.from_chunks(run_generation(plan, target, draft))
 
 
 def _start(plan: GenerationPlan, target, draft) -> _Run:

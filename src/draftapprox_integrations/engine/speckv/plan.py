@@ -122,7 +122,7 @@ def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
 
     A speckv-pc prompt that does not fit but that SpecPC will cut (``prompt_budget`` below its length) passes
     whatever its length: the cut runs first, on the draft (in chunks when the prompt is long), and
-    :func:`fit_context` then checks the cut prompt (``speckv.generate``).
+    :func:`fit_context` then checks the cut prompt (``speckv.start_generation``).
     """
     ids = encode_prompt(target, plan.messages, plan.text)
     if not ids:
