@@ -11,6 +11,7 @@ from ..engine.errors import MissingExtraError
 from .bench import BENCH_METHODS, DEFAULT_BENCH, LARGE_BENCH_CPU, LARGE_BENCH_GPU, RANDOM_SHAPES, REAL_PAIRS
 from .extras import BENCH_MODULES, EVAL_MODULES, RENDER_MODULES, require
 from .runner import DEFAULT_GRID, LARGE_GRID, METHODS, PROMPT_STYLES
+from .kv_candidates import CANDIDATES
 from .tasks import TASKS
 
 THROUGHPUT_METHODS = ("full", "speckv")
@@ -95,6 +96,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep_kv(args: argparse.Namespace) -> int:
+    missing = _missing_extra("sweep-kv", EVAL_MODULES)
+    if missing is not None:
+        return missing
+    from .sweep_runner import SweepConfig, load_sweep, render_sweep, run_sweep
+
+    if not args.render_only:
+        cfg = SweepConfig(
+            tasks=args.tasks, lengths=args.lengths, seeds=args.seeds, num_samples=args.samples, split=args.split,
+            budgets=args.budgets, candidates=args.candidates or list(CANDIDATES), extra=[tuple(p) for p in args.extra],
+            window=args.window, model=args.model, device=args.device, dtype=args.dtype, output_dir=args.out,
+            progress=not args.no_progress,
+        )
+        run_sweep(cfg)
+    path = f"{args.out}/results.jsonl"
+    text = render_sweep(load_sweep(path))
+    with open(f"{args.out}/results.md", "w", encoding="utf-8") as fh:
+        fh.write(text)
+    print(text)
+    return 0
+
+
+def _candidate_budget(text: str) -> tuple[str, int]:
+    name, _, budget = text.partition("@")
+    if name not in CANDIDATES or not budget.isdigit():
+        raise argparse.ArgumentTypeError(f"expected CANDIDATE@BUDGET with a candidate of {', '.join(CANDIDATES)}")
+    return name, int(budget)
+
+
 def _device_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps (default: %(default)s)")
     parser.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32 (default: %(default)s)")
@@ -158,5 +188,33 @@ def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
     be.add_argument("--out", default="draftapprox-results/bench", help="output folder (JSON + PNG per pair)")
     be.set_defaults(func=cmd_bench)
 
+    sw = sub.add_parser(
+        "sweep-kv",
+        parents=list(parents),
+        help="SpecKV's candidate KV selections compared on one prefill per sample (tuning / held-out split)",
+        description=(
+            "One model is its own draft: each sample is prefilled once, its greedy answer (full KV's answer and "
+            "SpecKV's lookahead) written with attention captured, and every candidate's cache gathered from the full "
+            "one and decoded. Rows are appended to OUT/results.jsonl (finished samples are skipped); OUT/results.md "
+            "is rendered per split."
+        ),
+    )
+    sw.add_argument("--model", default=DEFAULT_MODEL, help="model, its own draft (default: %(default)s)")
+    _device_args(sw)
+    sw.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["niah_multikey", "niah_multivalue"])
+    sw.add_argument("--lengths", nargs="+", type=int, default=[2048])
+    sw.add_argument("--seeds", nargs="+", type=int, default=[100], help="sample seeds; the split's label says what they are for")
+    sw.add_argument("--samples", type=int, default=2, help="samples per task, length and seed")
+    sw.add_argument("--split", choices=["tuning", "heldout"], default="tuning")
+    sw.add_argument("--budgets", nargs="+", type=int, default=[64, 128], help="KV entries per layer and KV head")
+    sw.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), help="default: all")
+    sw.add_argument("--extra", nargs="*", type=_candidate_budget, default=[("snapkv", 256)],
+                    help="CANDIDATE@BUDGET runs besides the grid (default: snapkv@256)")
+    sw.add_argument("--window", type=int, default=32, help="observation window (default: %(default)s)")
+    sw.add_argument("--out", default="draftapprox-results/sweep-kv")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--render-only", action="store_true", help="only re-render OUT/results.md from OUT/results.jsonl")
+    sw.set_defaults(func=cmd_sweep_kv)
 
-__all__ = ["add_subcommands", "cmd_eval", "cmd_bench"]
+
+__all__ = ["add_subcommands", "cmd_eval", "cmd_bench", "cmd_sweep_kv"]

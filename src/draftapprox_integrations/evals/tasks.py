@@ -442,6 +442,7 @@ TASKS: dict[str, TaskSpec] = {
         "niah_multiquery", "4 keys placed, all 4 asked at once", _niah_builder(keys="words", values="numbers", haystack="essay", num_needles=4, num_queries=4), 64, 14.0
     ),
     "vt": TaskSpec("vt", "variable tracking: 2 chains of 4 hops, one asked", _vt_builder(), 40, 14.0),
+    "vt_short": TaskSpec("vt_short", "variable tracking: 2 chains of 2 hops, one asked", _vt_builder(num_hops=2), 32, 14.0),
     "cwe": TaskSpec("cwe", "common-words extraction: the 10 most common of a numbered word list", _cwe_builder(), 96, 5.0),
     "fwe": TaskSpec("fwe", "frequent-words extraction: the 3 most frequent coded words (Zipf)", _fwe_builder(), 32, 3.0),
 }

@@ -1,0 +1,173 @@
+"""SpecKV's candidate selections, as compared by ``draftapprox sweep-kv`` (issue 14's measurement).
+
+Each candidate maps an :class:`~.kv_sweep.Observation` and a budget (entries per layer and KV head, on
+average, window included) to kept prompt positions per layer. They share the total KV bytes of the budget
+and differ in how keys are scored and where the budget goes:
+
+* ``speckv``: the engine's selection at its default config (max over the window's and the lookahead's
+  queries and over each KV group's query heads, max pooling over 15 keys, top-k per KV head);
+  ``speckv-k7`` the paper's kernel, ``speckv-mean`` the mean reduction, ``speckv-look`` the lookahead's
+  queries only (the window is still kept).
+* ``speckv-span``: pooled scores raised to the max over each word/number span, so a span is kept whole.
+* ``speckv-shared``: half of the selected keys are chosen for the whole layer (max over its KV heads) and
+  kept in every head, the other half per head.
+* ``speckv-pyramid``: PyramidKV-style budgets per layer, 1.5x the mean at the bottom to 0.5x at the top.
+* ``speckv-global``: Ada-KV-style allocation across layers: scores normalised per layer and head, and one
+  threshold over every layer decides how many keys each layer keeps.
+* ``snapkv``: the window's queries only (the engine's snapkv), for the baseline.
+
+Candidates that the measurement chose moved into the engine's ``SpecKVConfig``; every one stays here so the
+committed table can be re-run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..engine.config import SpecKVConfig
+from ..engine.scoring import pool1d
+from ..engine.speckv.selection import select_kept_indices
+from .kv_sweep import Candidate, HeadScores, Kept, Observation
+
+DEFAULT = SpecKVConfig()
+
+
+def kv_head_scores(s: HeadScores, kv_heads: int, *, reduction: str = "max", queries: str = "all") -> torch.Tensor:
+    """[Hkv, prompt_len] scores: reduced over the chosen queries (``all`` | ``window`` | ``look``) and over
+    each KV group's query heads, as ``engine.speckv.selection.observation_key_scores`` does per forward."""
+    parts = []
+    if queries in ("all", "window") or s.look_max is None:
+        parts.append((s.window_max, s.window_sum, s.window_queries))
+    if queries in ("all", "look") and s.look_max is not None:
+        parts.append((s.look_max, s.look_sum, s.look_queries))
+    if reduction == "max":
+        per_head = torch.stack([p[0] for p in parts]).amax(dim=0)
+    else:
+        per_head = sum(p[1] for p in parts) / sum(p[2] for p in parts)
+    grouped = per_head.reshape(kv_heads, -1, per_head.shape[-1])
+    return grouped.amax(dim=1) if reduction == "max" else grouped.mean(dim=1)
+
+
+def engine_selection(config: SpecKVConfig = DEFAULT, queries: str = "all") -> Candidate:
+    """The engine's own selection (``select_kept_indices``) on the observed scores."""
+
+    def select(obs: Observation, budget: int) -> Kept:
+        outside = obs.prompt_len - obs.window
+        kept = {}
+        for i, s in obs.layers.items():
+            scores = kv_head_scores(s, obs.kv_heads, reduction=config.reduction, queries=queries)[:, :outside]
+            kept[i] = select_kept_indices(
+                scores[None], prompt_len=obs.prompt_len, budget=budget, window_size=obs.window,
+                kernel_size=config.kernel_size, pooling=config.pooling,
+            )[0]
+        return kept
+
+    return select
+
+
+def span_max(scores: torch.Tensor, spans: torch.Tensor) -> torch.Tensor:
+    """Each score raised to the max over its span: [H, K] scores, [K] span ids."""
+    n_spans = int(spans.max()) + 1
+    index = spans.expand(scores.shape[0], -1)
+    peak = torch.full((scores.shape[0], n_spans), float("-inf"), dtype=scores.dtype)
+    peak = peak.scatter_reduce(1, index, scores, reduce="amax", include_self=True)
+    return peak.gather(1, index)
+
+
+@dataclass(frozen=True)
+class Options:
+    """One candidate: how keys are scored and where the budget goes.
+
+    queries: all | window | look. kernel / pooling / reduction: as ``SpecKVConfig``. span: raise pooled scores
+    to their span's max. recent: prompt tokens always kept at the end (the rest of the window competes on
+    score; the window's queries still score). share: fraction of each layer's selected keys chosen for the
+    whole layer. allocation: uniform | pyramid | global (entries per layer; the total is the budget's)."""
+
+    queries: str = "all"
+    kernel: int = DEFAULT.kernel_size
+    pooling: str = DEFAULT.pooling
+    reduction: str = DEFAULT.reduction
+    span: bool = False
+    recent: int | None = None
+    share: float = 0.0
+    allocation: str = "uniform"
+
+
+def _pooled(obs: Observation, s: HeadScores, o: Options, outside: int) -> torch.Tensor:
+    scores = kv_head_scores(s, obs.kv_heads, reduction=o.reduction, queries=o.queries)[:, :outside]
+    pooled = pool1d(scores, o.kernel, o.pooling)
+    return span_max(pooled, obs.spans[:outside]) if o.span else pooled
+
+
+def _pick(pooled: torch.Tensor, n: int, share: float) -> torch.Tensor:
+    """[Hkv, n] positions: round(share * n) chosen by the layer's max over heads and kept in every head,
+    the rest per head among the others."""
+    n = min(n, pooled.shape[-1])
+    n_shared = int(round(n * share))
+    if n_shared == 0:
+        return pooled.topk(n, dim=-1).indices
+    common = pooled.amax(dim=0).topk(n_shared).indices
+    rest = pooled.clone()
+    rest[:, common] = float("-inf")
+    return torch.cat([common.expand(pooled.shape[0], -1), rest.topk(n - n_shared, dim=-1).indices], dim=-1)
+
+
+def selection(o: Options = Options()) -> Candidate:
+    def select(obs: Observation, budget: int) -> Kept:
+        recent = obs.window if o.recent is None else min(o.recent, obs.window)
+        outside = obs.prompt_len - recent
+        tail = torch.arange(outside, obs.prompt_len).expand(obs.kv_heads, -1)
+        layers = sorted(obs.layers)
+        pooled = {i: _pooled(obs, obs.layers[i], o, outside) for i in layers}
+        counts = _layer_counts(pooled, budget - recent, o)
+        return {
+            i: torch.cat([_pick(pooled[i], counts[i], o.share), tail], dim=-1).sort(dim=-1).values for i in layers
+        }
+
+    return select
+
+
+def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[int, int]:
+    """Selected keys per layer (besides the recent tokens): n each, or a pyramid / global split of the total."""
+    layers = sorted(pooled)
+    total = n * len(layers)
+    if o.allocation == "uniform":
+        return {i: n for i in layers}
+    if o.allocation == "pyramid":  # PyramidKV: 1.5x the mean at the bottom to 0.5x at the top
+        raw = (torch.linspace(1.5, 0.5, len(layers)) * n).tolist()
+    else:  # global (Ada-KV-style): one threshold over every layer's normalised scores
+        normed = torch.stack([p / p.sum(dim=-1, keepdim=True).clamp_min(1e-12) for p in pooled.values()])
+        heads = normed.shape[1]
+        threshold = normed.flatten().topk(min(total * heads, normed.numel())).values[-1]
+        raw = [max((normed[j] >= threshold).sum(dim=-1).float().mean().item(), 0.25 * n) for j in range(len(layers))]
+        raw = [r * total / sum(raw) for r in raw]
+    width = next(iter(pooled.values())).shape[-1]
+    return dict(zip(layers, _round_to_total([min(r, width) for r in raw], total)))
+
+
+def _round_to_total(values: list[float], total: int) -> list[int]:
+    """Integers near ``values`` summing to ``total`` (largest remainders get the leftovers)."""
+    floors = [int(v) for v in values]
+    order = sorted(range(len(values)), key=lambda j: values[j] - floors[j], reverse=True)
+    for j in order[: max(0, total - sum(floors))]:
+        floors[j] += 1
+    return floors
+
+
+CANDIDATES: dict[str, Candidate] = {
+    "speckv": engine_selection(),
+    "speckv-k7": engine_selection(SpecKVConfig.paper()),
+    "speckv-mean": engine_selection(DEFAULT.replace(reduction="mean")),
+    "speckv-look": engine_selection(queries="look"),
+    "snapkv": engine_selection(queries="window"),
+    "speckv-span": selection(Options(span=True)),
+    "speckv-shared": selection(Options(share=0.5)),
+    "speckv-pyramid": selection(Options(allocation="pyramid")),
+    "speckv-global": selection(Options(allocation="global")),
+    "speckv-recent8": selection(Options(recent=8)),
+    "speckv-recent16": selection(Options(recent=16)),
+    "speckv-recent8-global": selection(Options(recent=8, allocation="global")),
+    "speckv-recent8-span": selection(Options(recent=8, span=True)),
+}

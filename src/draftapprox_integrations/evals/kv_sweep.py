@@ -1,0 +1,176 @@
+"""Many KV selections of one prefill: how SpecKV's candidates were compared (``draftapprox sweep-kv``).
+
+Answering each sample once per candidate selection through ``engine.generate`` would repeat the expensive
+part, the prefill and the draft's lookahead, for every candidate. With one model as its own draft (the
+project's embedded pair) that part is shared by every KV method: the prompt's prefill with the window's
+attention captured, then the greedy answer written into the same cache with each answer token's attention
+captured. That greedy answer *is* full KV's answer and SpecKV's lookahead. This module does it once per
+sample and keeps, per layer, the attention each query head paid to each prompt key (max and sum over the
+window's queries, and over the lookahead's); a candidate (``evals.kv_candidates``) turns those into kept
+positions, every candidate's cache is gathered from the one full cache, and the candidates sharing a cache
+shape decode together, greedily, in one batch.
+
+It is the engine's own path taken apart, not a model of it: the same capture, the same greedy lookahead,
+the same cut (kept keys keep their rotary positions; the answer continues at the prompt's true positions).
+``tests/integration/evals`` checks that the default candidate gives ``engine.generate``'s answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..engine.capture import AttentionCapture
+from ..engine.decoding import greedy_lookahead, new_cache
+from ..engine.prompts import eos_token_ids
+
+
+@dataclass
+class HeadScores:
+    """One layer's attention to the prompt keys, per query head: [Hq, prompt_len] float32 each."""
+
+    window_max: torch.Tensor
+    window_sum: torch.Tensor
+    window_queries: int
+    look_max: torch.Tensor | None = None
+    look_sum: torch.Tensor | None = None
+    look_queries: int = 0
+
+
+@dataclass
+class Observation:
+    """Everything a candidate may use about one sample, and what decoding needs."""
+
+    prompt_len: int
+    window: int
+    kv_heads: int
+    layers: dict[int, HeadScores]
+    spans: torch.Tensor  # [prompt_len] word/number span id of each prompt token (see token_spans)
+    full_keys: dict[int, torch.Tensor]  # layer -> [Hkv, prompt_len, D] of the full cache
+    full_values: dict[int, torch.Tensor]
+    first_logits: torch.Tensor
+    answer_ids: list[int]  # the greedy answer with full KV: full KV's answer and SpecKV's lookahead
+    answer_text: str
+
+
+class _Accumulator:
+    """A capture reducer that folds every forward into running max / sum per query head (keeping each
+    answer token's [Hq, K] record would cost GBs at 8k tokens)."""
+
+    def __init__(self, prompt_len: int) -> None:
+        self.prompt_len = prompt_len
+        self.layers: dict[int, HeadScores] = {}
+
+    def __call__(self, weights: torch.Tensor, module) -> None:
+        w = weights[0, :, :, : self.prompt_len].float()  # [Hq, Q, P]
+        i = module.layer_idx
+        if i not in self.layers:  # the prompt's prefill: the window's queries
+            self.layers[i] = HeadScores(w.amax(dim=1), w.sum(dim=1), w.shape[1])
+            return
+        s = self.layers[i]
+        if s.look_max is None:
+            s.look_max, s.look_sum = w.amax(dim=1), w.sum(dim=1)
+        else:
+            s.look_max = torch.maximum(s.look_max, w.amax(dim=1))
+            s.look_sum = s.look_sum + w.sum(dim=1)
+        s.look_queries += w.shape[1]
+
+
+def token_spans(tokenizer, ids: Sequence[int], max_span: int = 16) -> torch.Tensor:
+    """A span id per token: a token joins its predecessor's span when both sides of their boundary are
+    letters or digits (a multi-token word, number or code); whitespace or punctuation starts a new span.
+    Spans are capped at ``max_span`` tokens so an unbroken run (scripts without spaces) stays local."""
+    pieces = [tokenizer.decode([t]) for t in ids]
+    out, span, length, prev = [], -1, 0, ""
+    for piece in pieces:
+        joins = bool(prev) and bool(piece) and prev[-1].isalnum() and piece[0].isalnum() and length < max_span
+        if joins:
+            length += 1
+        else:
+            span, length = span + 1, 1
+        out.append(span)
+        prev = piece
+    return torch.tensor(out, dtype=torch.long)
+
+
+@torch.no_grad()
+def observe(target, prompt_ids: Sequence[int], *, window: int, max_new_tokens: int) -> Observation:
+    """Prefill ``prompt_ids`` with the window's attention captured, then the greedy answer (up to
+    ``max_new_tokens``, EOS ends it) with each answer token's attention captured."""
+    model, device = target.model, target.input_device
+    prompt_len = len(prompt_ids)
+    window = min(window, prompt_len)
+    acc = _Accumulator(prompt_len)
+    cache = new_cache(model)
+    with AttentionCapture(model, window, reducer=acc):
+        out = model(input_ids=torch.tensor([list(prompt_ids)], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+        first_logits = out.logits[0, -1].float()
+        look = greedy_lookahead(
+            model, target.tokenizer, cache, first_logits, prompt_len, max_tokens=max_new_tokens, eos_ids=eos_token_ids(target)
+        )
+    keys = {i: layer.keys[0, :, :prompt_len].clone() for i, layer in enumerate(cache.layers)}
+    values = {i: layer.values[0, :, :prompt_len].clone() for i, layer in enumerate(cache.layers)}
+    return Observation(
+        prompt_len=prompt_len, window=window, kv_heads=model.config.num_key_value_heads, layers=acc.layers,
+        spans=token_spans(target.tokenizer, prompt_ids), full_keys=keys, full_values=values,
+        first_logits=first_logits, answer_ids=list(look.token_ids), answer_text=look.text,
+    )
+
+
+Kept = dict[int, torch.Tensor]  # layer -> [Hkv, n_layer] sorted kept prompt positions
+
+
+def layout(kept: Kept) -> tuple[int, ...]:
+    """Entries per layer: selections with equal layouts stack into one decode batch."""
+    return tuple(int(kept[i].shape[-1]) for i in sorted(kept))
+
+
+@torch.no_grad()
+def decode_selections(target, obs: Observation, selections: Sequence[Kept], *, max_new_tokens: int) -> list[str]:
+    """Greedy answers, one per selection (all of one layout), decoded together from the gathered caches."""
+    model, device = target.model, target.input_device
+    cache = new_cache(model)
+    for i in sorted(obs.full_keys):
+        idx = torch.stack([sel[i] for sel in selections])[..., None]  # [B, Hkv, n, 1]
+        keys = obs.full_keys[i][None].expand(len(selections), -1, -1, -1)
+        values = obs.full_values[i][None].expand(len(selections), -1, -1, -1)
+        shape = (-1, -1, -1, keys.shape[-1])
+        cache.update(keys.gather(2, idx.expand(shape)).contiguous(), values.gather(2, idx.expand(shape)).contiguous(), i)
+    eos = eos_token_ids(target)
+    token = int(obs.first_logits.argmax())
+    tokens = [[token] for _ in selections]
+    done = [token in eos for _ in selections]
+    for step in range(1, max_new_tokens):
+        if all(done):
+            break
+        out = model(
+            input_ids=torch.tensor([[t[-1]] for t in tokens], device=device),
+            position_ids=torch.full((len(selections), 1), obs.prompt_len + step - 1, device=device),
+            cache=cache, use_cache=True, logits_to_keep=1,
+        )
+        for row, nxt in enumerate(out.logits[:, -1].argmax(dim=-1).tolist()):
+            if not done[row]:
+                tokens[row].append(nxt)
+                done[row] = nxt in eos
+    return [target.tokenizer.decode([t for t in row if t not in eos], skip_special_tokens=True) for row in tokens]
+
+
+def answer_all(
+    target, obs: Observation, named: dict[str, Kept], *, max_new_tokens: int, batch: int = 16
+) -> dict[str, str]:
+    """Every named selection's greedy answer, grouped by layout into batches of at most ``batch``."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for name, kept in named.items():
+        groups.setdefault(layout(kept), []).append(name)
+    answers: dict[str, str] = {}
+    for names in groups.values():
+        for start in range(0, len(names), batch):
+            chunk = names[start : start + batch]
+            texts = decode_selections(target, obs, [named[n] for n in chunk], max_new_tokens=max_new_tokens)
+            answers.update(zip(chunk, texts))
+    return answers
+
+
+Candidate = Callable[[Observation, int], Kept]  # (observation, budget) -> kept positions per layer
