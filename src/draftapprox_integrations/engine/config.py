@@ -171,6 +171,7 @@ class SpecKVConfig(_ConfigMixin):
     """SpecKV: the draft's approximate answer extends SnapKV's observation window.
 
     budget: KV entries kept per layer and KV head (the paper's max_capacity_prompt), window included.
+    (``rate=`` of engine.generate, the adapters and the CLI sets it per prompt instead: speckv.resolve_rate.)
     window_size: last prompt tokens always kept and used as observation queries.
     kernel_size / pooling: odd 1-D smoothing of key scores before top-k.
     reduction: over observation queries and the query heads of each KV group.
