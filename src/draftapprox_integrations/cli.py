@@ -171,6 +171,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engine = DraftApproxEngine(args.draft, args.target, device=args.device, dtype=args.dtype, quantization=args.quantization)
     kwargs = dict(
         method=args.method,
+        rate=args.rate,
         config=SpecKVConfig().replace(**overrides),
         prompt_budget=args.prompt_budget,
         max_new_tokens=args.max_new_tokens,
@@ -211,7 +212,11 @@ def _add_generate_parser(sub, common: list) -> None:
     gen.add_argument("--method", default="speckv", choices=GENERATION_METHODS,
                      help="speckv (draft lookahead + SnapKV), snapkv, streamingllm, full (no compression) or speckv-pc "
                           "(SpecPC cuts the prompt first; needs --prompt-budget) (default: %(default)s)")
-    gen.add_argument("--budget", type=int, default=None, help="KV entries kept per layer and KV head (default 256)")
+    size = gen.add_mutually_exclusive_group()
+    size.add_argument("--budget", type=int, default=None, help="KV entries kept per layer and KV head (default 256)")
+    size.add_argument("--rate", type=float, default=None,
+                      help="instead of --budget: the fraction of the prompt's tokens kept per layer and KV head, in (0, 1] "
+                           "(never fewer than --window-size; speckv-pc: of the prompt SpecPC leaves)")
     gen.add_argument("--prompt-budget", type=int, default=None, help="speckv-pc: draft tokens of the prompt SpecPC keeps")
     gen.add_argument("--window-size", type=int, default=None, help="last prompt tokens always kept and used as observation queries (default 32)")
     gen.add_argument("--kernel-size", type=int, default=None, help="odd width of the pooling over key scores (default 15)")

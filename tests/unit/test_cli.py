@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -233,3 +234,22 @@ def test_generate_uses_the_chat_template_unless_raw(capsys, model):
     assert counts["--raw"] == len(tok(prompt)["input_ids"])
     code, _, err = _run(capsys, *_generate(model, prompt, "--raw", "--chat"))
     assert code == 2 and "not allowed with" in err
+
+
+def test_generate_rate_keeps_that_fraction_of_the_prompt_and_excludes_budget(capsys, model):
+    """`--rate F` keeps ceil(F * prompt tokens) entries (never fewer than --window-size); with --budget it is
+    argparse's error; a rate outside (0, 1] is the engine's (exit 2, one line)."""
+    prompt = "Alice keeps the red key in the kitchen drawer; Bob hides the blue key under the mat. Where is the blue key?"
+    argv = _generate(model, prompt, "--method", "snapkv", "--window-size", "4", "--max-new-tokens", "1", "--json")
+    code, _, err = _run(capsys, *argv, "--rate", "0.5")
+    assert code == 0, err
+    stats = json.loads(err)
+    assert stats["budget"] == stats["kv_entries_kept"] == math.ceil(0.5 * stats["prompt_tokens"]) < stats["prompt_tokens"]
+    code, _, err = _run(capsys, *argv, "--rate", "0.01")
+    assert code == 0 and json.loads(err)["kv_entries_kept"] == 4, err
+    code, _, err = _run(capsys, *argv, "--rate", "0.5", "--budget", "8")
+    assert code == EXIT_USAGE and "not allowed with" in err
+    for bad in ("0", "1.5", "nan"):
+        code, _, err = _run(capsys, *argv, "--rate", bad)
+        assert code == EXIT_USAGE, err
+        assert "rate" in _one_line_error(err, "generate")

@@ -1,6 +1,6 @@
 """What the three SpecKV adapters (LangChain chat model and LLM, LlamaIndex LLM) share, written once.
 
-* :class:`SpecKVOptions`: the fields (model references, method, budget, sampling), their input aliases
+* :class:`SpecKVOptions`: the fields (model references, method, budget or rate, sampling), their input aliases
   (``model``, ``max_new_tokens``, ``config`` as a dict, ``stop`` as a string) and their validation
   (unknown keywords refused; errors are the package's own, not pydantic's);
 * :data:`CALL_OPTIONS` and :func:`resolve_options`: the keyword arguments a call may override, resolved
@@ -30,11 +30,11 @@ from .base import AdapterOptions, keyword_names
 # Keyword arguments a call may pass to override a field (anything else is refused with a clear error).
 # ``max_new_tokens`` is an alias of ``max_tokens``.
 CALL_OPTIONS = (
-    "method", "budget", "prompt_budget", "config", "max_tokens", "max_new_tokens", "temperature", "top_p", "seed",
+    "method", "budget", "rate", "prompt_budget", "config", "max_tokens", "max_new_tokens", "temperature", "top_p", "seed",
     "stop",
 )
 # The fields those options override (what the engine's check_options sees).
-OPTION_FIELDS = ("method", "budget", "prompt_budget", "config", "max_tokens", "temperature", "top_p", "seed", "stop")
+OPTION_FIELDS = ("method", "budget", "rate", "prompt_budget", "config", "max_tokens", "temperature", "top_p", "seed", "stop")
 # Constructor aliases -> fields, the same in both frameworks (giving both is an error, not a silent choice):
 # the names HuggingFacePipeline / HuggingFaceLLM users know.
 KEYWORD_ALIASES = {"model": "target_model", "max_new_tokens": "max_tokens", "model_kwargs": "target_model_kwargs"}
@@ -112,7 +112,7 @@ def resolve_options(fields: Mapping[str, Any], overrides: Mapping[str, Any], sto
     if prompt_budget is None and isinstance(method, str) and method in METHODS and METHODS[method].needs_prompt_budget:
         prompt_budget = fields["prompt_budget"]  # the field applies only to the method that uses it
     config = as_speckv_config(overrides.get("config")) if overrides.get("config") is not None else fields["config"]
-    budget = overrides.get("budget") if overrides.get("budget") is not None else fields["budget"]
+    budget, rate = _budget_or_rate(fields, overrides)
     options = {
         "method": method,
         "prompt_budget": prompt_budget,
@@ -122,12 +122,20 @@ def resolve_options(fields: Mapping[str, Any], overrides: Mapping[str, Any], sto
         "seed": overrides.get("seed", fields["seed"]),
     }
     chosen_stop = as_stop_list(stop if stop is not None else overrides.get("stop", fields["stop"]))
-    cfg, stops = check_options(budget=budget, config=config, stop=chosen_stop, **options)
-    return {**options, "config": cfg, "stop": list(stops) or None}
+    cfg, stops = check_options(budget=budget, rate=rate, config=config, stop=chosen_stop, **options)
+    return {**options, "config": cfg, "rate": rate, "stop": list(stops) or None}
+
+
+def _budget_or_rate(fields: Mapping[str, Any], overrides: Mapping[str, Any]) -> tuple[Any, Any]:
+    """(budget, rate): a call that gives either replaces both fields (``rate=0.1`` on a model built with
+    ``budget=64`` means the rate); giving both, in the fields or in one call, is check_options' error."""
+    if overrides.get("budget") is not None or overrides.get("rate") is not None:
+        return overrides.get("budget"), overrides.get("rate")
+    return fields["budget"], fields["rate"]
 
 
 class SpecKVOptions(AdapterOptions):
-    """Model references, method, budget and sampling options; the engine is created (not loaded) lazily.
+    """Model references, method, budget (or rate) and sampling options; the engine is created (not loaded) lazily.
 
     Construction checks every keyword (unknown ones raise :class:`UnknownOptionError` listing the accepted
     ones) and every option with the engine's own checks, on the values as given; a failure raises the
@@ -155,6 +163,11 @@ class SpecKVOptions(AdapterOptions):
     method: str = Field(default="speckv", description="a generation method of engine.config.METHODS")
     budget: int | None = Field(
         default=None, strict=True, description="KV entries kept per layer and KV head (overrides config)"
+    )
+    rate: float | None = Field(
+        default=None,
+        strict=True,
+        description="instead of budget: the fraction of the prompt's tokens kept, in (0, 1] (speckv-pc: of the cut prompt)",
     )
     prompt_budget: int | None = Field(
         default=None, strict=True, description="speckv-pc only: draft tokens of the prompt SpecPC keeps"
@@ -189,7 +202,8 @@ class SpecKVOptions(AdapterOptions):
         return data
 
     def resolved_config(self, budget: int | None = None, config: SpecKVConfig | None = None) -> SpecKVConfig:
-        """``config`` (else the field, else the defaults) with ``budget`` (else the field) applied."""
+        """``config`` (else the field, else the defaults) with ``budget`` (else the field) applied. With a
+        ``rate`` the budget depends on each prompt: the config's budget is then not the one used."""
         base = config or self.config or SpecKVConfig()
         chosen = budget if budget is not None else self.budget
         return base.replace(budget=chosen) if chosen is not None else base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -53,6 +54,19 @@ def check_generation_method(method: str) -> Method:
     if spec is None or spec.kind != "generation":
         raise ConfigError(f"unknown method {method!r}: use one of {', '.join(GENERATION_METHODS)}")
     return spec
+
+
+def check_rate(rate: Any) -> float:
+    """``rate``, a kept fraction in (0, 1], as a float; ConfigError for anything else (bool, NaN, inf, text).
+
+    The one check of the concept for both methods: SpecPC's ``rate`` (tokens of the context kept) and
+    SpecKV's (KV entries of the prompt kept); each turns it into a count its own way.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
+        raise ConfigError(f"rate must be a number in (0, 1], got {rate!r}")
+    if not 0.0 < rate <= 1.0:
+        raise ConfigError(f"rate must be in (0, 1] (the fraction kept), got {rate}")
+    return float(rate)
 
 
 _REDUCTIONS = ("max", "mean")
@@ -157,6 +171,7 @@ class SpecKVConfig(_ConfigMixin):
     """SpecKV: the draft's approximate answer extends SnapKV's observation window.
 
     budget: KV entries kept per layer and KV head (the paper's max_capacity_prompt), window included.
+    (``rate=`` of engine.generate, the adapters and the CLI sets it per prompt instead: speckv.resolve_rate.)
     window_size: last prompt tokens always kept and used as observation queries.
     kernel_size / pooling: odd 1-D smoothing of key scores before top-k.
     reduction: over observation queries and the query heads of each KV group.

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from . import specpc, speckv
-from .config import DEFAULT_MODEL, METHODS, SpecKVConfig, SpecPCConfig
+from .config import DEFAULT_MODEL, SpecKVConfig, SpecPCConfig
 from .errors import ConfigError, EngineUsageError, naming_row
 from .loading import LoadedModel, check_quantization, load_tokenizer, resolve_device, resolve_dtype
 from .locking import FairRLock
@@ -176,6 +176,7 @@ class DraftApproxEngine:
         *,
         method: str = "speckv",
         budget: int | None = None,
+        rate: float | None = None,
         config: SpecKVConfig | None = None,
         prompt_budget: int | None = None,
         max_new_tokens: int = 128,
@@ -186,14 +187,16 @@ class DraftApproxEngine:
         chat: bool | None = None,
         specpc_config: SpecPCConfig | None = None,
     ) -> speckv.GenerationResult:
-        """Answer ``prompt`` with the target, its prompt KV cut to ``budget`` entries per layer and KV head.
+        """Answer ``prompt`` with the target, its prompt KV cut to ``budget`` (or ``rate``) entries per layer and KV head.
 
         prompt: text, or a list of {"role", "content"} messages. chat=None (default): a text is one user
         message rendered with each model's chat template, or read as plain text by a model without one (a base
         model); messages use the template. chat=False sends the text as it is (messages as a plain transcript);
         chat=True always wraps a text in one user message (a transcript for a model without a template).
-        method: speckv | snapkv | streamingllm | full | speckv-pc. budget / config: the SpecKVConfig (budget
-        overrides config.budget). prompt_budget / specpc_config: speckv-pc's SpecPC cut, in draft tokens.
+        method: speckv | snapkv | streamingllm | full | speckv-pc. config: the SpecKVConfig; at most one of budget
+        (entries) or rate (in (0, 1]: max(window_size, ceil(rate * prompt tokens)) entries; speckv-pc: of the prompt
+        SpecPC's cut leaves) overrides config.budget; stats.budget is the resulting budget (``speckv.resolve_rate``).
+        prompt_budget / specpc_config: speckv-pc's SpecPC cut, in draft tokens.
         max_new_tokens, temperature (0: greedy), top_p, stop (strings, trimmed from the answer), seed.
         Every argument is checked before any weight loads; raises ConfigError, EngineUsageError or
         ContextLengthError.
@@ -207,6 +210,7 @@ class DraftApproxEngine:
         *,
         method: str = "speckv",
         budget: int | None = None,
+        rate: float | None = None,
         config: SpecKVConfig | None = None,
         prompt_budget: int | None = None,
         max_new_tokens: int = 128,
@@ -223,8 +227,7 @@ class DraftApproxEngine:
         Every prompt is checked and tokenised before any work; an error names its prompt (``prompt 2: ...``).
         If one generation fails, the others are cancelled and its error is raised, naming its prompt.
         """
-        if isinstance(prompts, (str, dict)) or not isinstance(prompts, Sequence):
-            raise ConfigError("generate_batch takes a list of prompts (texts or message lists); use generate for one")
+        speckv.check_prompt_list(prompts)
         options = {k: v for k, v in locals().items() if k not in ("self", "prompts")}
         plans = [naming_row(i, lambda p=prompt: self._plan(p, options)) for i, prompt in enumerate(prompts)]
         requests = [self._submit(plan) for plan in plans]  # all at once: the loop prefills them before decoding
@@ -241,6 +244,7 @@ class DraftApproxEngine:
         *,
         method: str = "speckv",
         budget: int | None = None,
+        rate: float | None = None,
         config: SpecKVConfig | None = None,
         prompt_budget: int | None = None,
         max_new_tokens: int = 128,
@@ -269,7 +273,7 @@ class DraftApproxEngine:
 
     def _submit(self, plan: speckv.GenerationPlan) -> Request:
         def start():
-            return speckv.start_generation(plan, self.target, self._draft_for(plan.method))
+            return speckv.start_generation(plan, self.target, self.draft if plan.needs_draft else None)
 
         return self._loop.submit(Request(start, streams=True))
 
@@ -277,10 +281,6 @@ class DraftApproxEngine:
         """The generation's chunks from the engine's loop; submitted on the first ``next()``, so an iterator
         that is never read costs nothing, and one closed or dropped early stops the generation."""
         yield from self._submit(plan).chunks(speckv.StreamChunk.is_final)
-
-    def _draft_for(self, method: str):
-        """The loaded draft when ``method`` runs one (loading it now), else None."""
-        return self.draft if METHODS[method].needs_draft else None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {

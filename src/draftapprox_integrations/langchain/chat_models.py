@@ -62,10 +62,11 @@ class ChatSpecKV(SpecKVParams, BaseChatModel):
     """A local chat model whose KV cache keeps only ``budget`` entries per layer and head (SpecKV).
 
     Fields: ``draft_model`` / ``target_model`` (embedded alias, folder, .gguf or hub id), ``device``,
-    ``dtype``, ``quantization``; ``method`` (speckv | snapkv | streamingllm | full | speckv-pc), ``budget``,
-    ``prompt_budget`` (speckv-pc), ``config`` (a SpecKVConfig); ``max_tokens``, ``temperature``, ``top_p``,
-    ``stop``, ``seed``. Any of method/budget/prompt_budget/config/max_tokens/temperature/top_p/seed may be
-    overridden per call (``chat.invoke(msgs, budget=64)``), checked as at construction. Components built on
+    ``dtype``, ``quantization``; ``method`` (speckv | snapkv | streamingllm | full | speckv-pc), ``budget``
+    or ``rate`` (the fraction of the prompt kept, in (0, 1]; not both), ``prompt_budget`` (speckv-pc), ``config``
+    (a SpecKVConfig); ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``seed``. Any of
+    method/budget/rate/prompt_budget/config/max_tokens/temperature/top_p/seed may be overridden per call
+    (``chat.invoke(msgs, budget=64)``; a call's budget or rate replaces both fields), checked as at construction. Components built on
     the same model references share one engine; pass ``engine=`` to share one explicitly.
     Every keyword is checked at construction (unknown ones raise UnknownOptionError listing the accepted
     ones; bad values ConfigError, never pydantic's ValidationError), every call option before any model work.

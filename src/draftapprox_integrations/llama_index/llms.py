@@ -83,10 +83,11 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
 
     Fields (shared with the LangChain adapters, with the same aliases and checks): ``draft_model`` /
     ``target_model`` (alias ``model``), ``device``, ``dtype``, ``quantization``; ``method`` (speckv | snapkv |
-    streamingllm | full | speckv-pc), ``budget``, ``prompt_budget``, ``config``; ``max_tokens`` (alias
-    ``max_new_tokens``; = ``metadata.num_output``), ``temperature``, ``top_p``, ``stop``, ``seed``. Per call,
-    method/budget/prompt_budget/config/max_tokens/temperature/top_p/seed/stop may be overridden as keyword
-    arguments. ``context_window`` (default: the target's, read from its config) is what ``metadata`` reports,
+    streamingllm | full | speckv-pc), ``budget`` or ``rate`` (the fraction of the prompt kept, in (0, 1]; not
+    both), ``prompt_budget``, ``config``; ``max_tokens`` (alias ``max_new_tokens``; = ``metadata.num_output``),
+    ``temperature``, ``top_p``, ``stop``, ``seed``. Per call, method/budget/rate/prompt_budget/config/max_tokens/
+    temperature/top_p/seed/stop may be overridden as keyword arguments (a call's budget or rate replaces both
+    fields). ``context_window`` (default: the target's, read from its config) is what ``metadata`` reports,
     which LlamaIndex uses to pack retrieved text into prompts. ``metadata`` reads the target's config files and
     ``tokenizer`` (for ``Settings.tokenizer``, a token counter) the target's tokenizer: neither loads weights.
 

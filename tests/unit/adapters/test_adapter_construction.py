@@ -134,7 +134,11 @@ def test_specpc_values_are_not_coerced(name, kwargs, match):
 
 @pytest.mark.parametrize("name", SPECKV_CLASSES)
 @pytest.mark.parametrize(
-    "kwargs", [dict(budget=True), dict(budget="64"), dict(max_tokens="7"), dict(seed="3"), dict(temperature="0.5"), dict(stop=5)]
+    "kwargs",
+    [
+        dict(budget=True), dict(budget="64"), dict(rate="0.5"), dict(rate=True), dict(max_tokens="7"), dict(seed="3"),
+        dict(temperature="0.5"), dict(stop=5),
+    ],
 )
 def test_speckv_values_are_not_coerced(name, kwargs):
     with pytest.raises(ConfigError, match=next(iter(kwargs)).replace("max_tokens", "max_new_tokens")):

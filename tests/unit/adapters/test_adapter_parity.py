@@ -52,6 +52,10 @@ BAD_FIELDS = [
     (dict(stop=""), "stop"),
     (dict(config={"budget": 64, "window": 8}), "unknown SpecKVConfig field"),
     (dict(method="streamingllm", budget=32, config={"window_size": 8, "sink_tokens": 32}), "sink_tokens"),
+    (dict(budget=64, rate=0.5), "budget= .* or rate= .*not both"),
+    (dict(rate=0.0), "rate"),
+    (dict(rate=1.5), "rate"),
+    (dict(rate=math.inf), "rate"),
 ]
 
 
@@ -93,6 +97,9 @@ BAD_CALLS = [
     (dict(seed="abc"), "seed"),
     (dict(seed=2**70), "seed"),
     (dict(method="snapkv", prompt_budget=64), "prompt_budget"),
+    (dict(rate=2.0), "rate"),
+    (dict(rate=math.nan), "rate"),
+    (dict(budget=32, rate=0.5), "not both"),
 ]
 
 
@@ -124,6 +131,31 @@ def test_per_call_prompt_budget(name, tiny_pair):
         assert stats["method"] == "speckv-pc" and "SpecPC kept" in stats["note"]
         compressed.append(stats["compressed_prompt_tokens"])
     assert compressed[0] < compressed[1] < stats["prompt_tokens"]
+
+
+def _stats(name: str, model, prompt: str, **options) -> dict:
+    """The KV statistics of one generation through the adapter's own entry point."""
+    if name == "llama_index.SpecKVLLM":
+        return model.complete(prompt, **options).additional_kwargs["speckv"]
+    if name == "langchain.SpecKVLLM":
+        return model.generate([prompt], **options).generations[0][0].generation_info["speckv"]
+    return model.invoke(prompt, **options).response_metadata["speckv"]
+
+
+@pytest.mark.parametrize("name", SPECKV_CLASSES)
+def test_rate_field_and_per_call_rate_reach_the_engine(name, tiny_pair):
+    """rate= as a field and per call: the engine keeps ceil(rate * prompt tokens) entries; a call's rate
+    replaces the field's budget (and a call's budget the field's rate)."""
+    prompt = words(120, seed=5) + "\nWhich word comes first?"
+    window = SpecKVConfig(window_size=8)
+    by_rate = adapter(name)(engine=tiny_pair, method="snapkv", rate=0.25, config=window, max_tokens=2)
+    assert by_rate.rate == 0.25
+    stats = _stats(name, by_rate, prompt)
+    assert stats["budget"] == stats["kv_entries_kept"] == math.ceil(0.25 * stats["prompt_tokens"])
+    assert _stats(name, by_rate, prompt, budget=24)["kv_entries_kept"] == 24
+    by_budget = adapter(name)(engine=tiny_pair, method="snapkv", budget=24, config=window, max_tokens=2)
+    stats = _stats(name, by_budget, prompt, rate=0.5)
+    assert stats["budget"] == stats["kv_entries_kept"] == math.ceil(0.5 * stats["prompt_tokens"])
 
 
 # -- roles and usage: one table, one count ----------------------------------------------------------------

@@ -350,3 +350,96 @@ def test_wider_kernel_keeps_a_whole_number_around_its_peak():
         kept[k] = set(idx[0, 0].tolist())
     assert set(range(10, 17)) <= kept[15]
     assert not set(range(10, 17)) <= kept[7]
+
+
+# -- rate: the budget as a fraction of the prompt ------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["snapkv", "streamingllm", "speckv"])
+def test_rate_keeps_that_fraction_of_the_prompt_and_reports_it(tiny_model_factory, method):
+    engine = _engine(tiny_model_factory("llama"))
+    n_prompt = len(encode_prompt(engine.target, *normalize_messages(PROMPT, None)))
+    cfg = SpecKVConfig(window_size=4)
+    by_rate = engine.generate(PROMPT, method=method, rate=0.5, config=cfg, max_new_tokens=4)
+    expected = -(-n_prompt // 2)  # ceil(n / 2)
+    assert by_rate.stats.budget == by_rate.stats.kv_entries_kept == expected < n_prompt
+    assert by_rate.stats.kv_entries_full == n_prompt and not by_rate.stats.fell_back_to_full
+    # The same generation as the entry budget it resolves to.
+    by_budget = engine.generate(PROMPT, method=method, budget=expected, config=cfg, max_new_tokens=4)
+    assert by_rate.token_ids == by_budget.token_ids
+
+
+def test_rate_rounds_up_without_float_noise_and_never_below_the_window(tiny_model_factory):
+    from draftapprox_integrations.engine.speckv import check_generation, resolve_rate
+
+    plan = check_generation(PROMPT, method="snapkv", rate=0.1, config=SpecKVConfig(window_size=2))
+    assert resolve_rate(plan, 30).config.budget == 3  # 0.1 * 30 is 3.0000000000000004 in floats
+    assert resolve_rate(plan, 31).config.budget == 4
+    assert resolve_rate(plan, 5).config.budget == 2  # ceil(0.5) = 1 < the window of 2
+    engine = _engine(tiny_model_factory("llama"))
+    result = engine.generate(PROMPT, method="snapkv", rate=0.01, config=SpecKVConfig(window_size=8), max_new_tokens=2)
+    assert result.stats.budget == result.stats.kv_entries_kept == 8  # the window is always kept
+    whole = engine.generate(PROMPT, method="snapkv", rate=1.0, max_new_tokens=2)
+    assert whole.stats.fell_back_to_full and whole.stats.kv_entries_kept == whole.stats.kv_entries_full
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        (dict(rate=0.0), "rate"),
+        (dict(rate=-0.5), "rate"),
+        (dict(rate=1.5), "rate"),
+        (dict(rate=float("nan")), "rate"),
+        (dict(rate=float("inf")), "rate"),
+        (dict(rate=True), "rate"),
+        (dict(rate="0.5"), "rate"),
+        (dict(rate=0.5, budget=64), "not both"),
+        (dict(rate=0.5, method="full", budget=64), "not both"),
+    ],
+)
+def test_bad_rate_raises_before_any_weight_loads(tiny_model_factory, options, match):
+    engine = _engine(tiny_model_factory("llama"))
+    for call in (engine.generate, engine.stream, lambda p, **o: engine.generate_batch([p, p], **o)):
+        with pytest.raises(ConfigError, match=match):
+            call(PROMPT, **options)
+    assert not engine.loaded
+
+
+def test_rate_with_full_is_checked_and_keeps_everything(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    result = engine.generate(PROMPT, method="full", rate=0.25, max_new_tokens=2)
+    assert result.stats.kv_entries_kept == result.stats.kv_entries_full
+
+
+def test_streamingllm_sinks_must_fit_the_budget_a_rate_resolves_to(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    cfg = SpecKVConfig(window_size=2, sink_tokens=4)
+    with pytest.raises(ConfigError, match="sink_tokens"):
+        engine.generate(PROMPT, method="streamingllm", rate=0.01, config=cfg, max_new_tokens=2)
+    assert engine.generate(PROMPT, method="streamingllm", rate=0.5, config=cfg, max_new_tokens=2).stats.budget > 4
+
+
+def test_batch_rows_resolve_their_rate_on_their_own_prompt(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    prompts = [PROMPT, PROMPT * 2]
+    results = engine.generate_batch(prompts, method="snapkv", rate=0.25, config=SpecKVConfig(window_size=4), max_new_tokens=3)
+    for prompt, result in zip(prompts, results):
+        n_prompt = len(encode_prompt(engine.target, *normalize_messages(prompt, None)))
+        assert result.stats.budget == result.stats.kv_entries_kept == -(-n_prompt // 4)
+
+
+def test_speckv_pc_rate_is_a_fraction_of_the_cut_prompt(tiny_model_factory):
+    from draftapprox_integrations.engine import SpecPCConfig
+
+    engine = _engine(tiny_model_factory("llama"))
+    options = dict(
+        method="speckv-pc", prompt_budget=60, config=SpecKVConfig(window_size=8), max_new_tokens=4,
+        specpc_config=SpecPCConfig(starting_layer_index=1, window_size=8, kernel_size=5),
+    )
+    half = engine.generate(PROMPT * 4, rate=0.5, **options).stats
+    assert half.compressed_prompt_tokens < half.prompt_tokens
+    assert half.budget == half.kv_entries_kept == -(-half.compressed_prompt_tokens // 2)
+    # rate=1 keeps the whole cut prompt: SpecPC still cuts (a budget covering the uncut prompt would skip it).
+    whole = engine.generate(PROMPT * 4, rate=1.0, **options).stats
+    assert "SpecPC kept" in whole.note and not whole.fell_back_to_full
+    assert whole.kv_entries_kept == whole.budget == whole.compressed_prompt_tokens < whole.prompt_tokens

@@ -11,7 +11,7 @@ from ..prompts import encode_prompt, normalize_messages, transcript
 from .cache import CompressedPrefill, compress_cache
 from .generate import AnswerRow, start_generation
 from .lookahead import draft_answer
-from .plan import GenerationPlan, check_generation, check_options, tokenize_plan
+from .plan import GenerationPlan, check_generation, check_options, check_prompt_list, resolve_rate, tokenize_plan
 from .prefill import prefill_and_compress, self_draft_prefill
 from .results import GenerationResult, GenerationStats, StreamChunk
 from .selection import observation_key_scores, select_kept_indices, streaming_indices
@@ -26,12 +26,14 @@ __all__ = [
     "StreamChunk",
     "check_generation",
     "check_options",
+    "check_prompt_list",
     "compress_cache",
     "draft_answer",
     "encode_prompt",
     "normalize_messages",
     "observation_key_scores",
     "prefill_and_compress",
+    "resolve_rate",
     "select_kept_indices",
     "self_draft_prefill",
     "start_generation",

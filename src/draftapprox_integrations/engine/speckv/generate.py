@@ -12,7 +12,8 @@ engine) picks the models and holds their lock. Methods:
   answer). The target prefills prompt + lookahead in one forward; the lookahead's own KV is dropped.
 * ``streamingllm``: ``sink_tokens`` first entries + the most recent ones (no scoring).
 * ``speckv-pc``: the draft's answer first drives SpecPC to cut the prompt to ``prompt_budget`` draft
-  tokens, then SpecKV compresses the target's KV with the same lookahead.
+  tokens, then SpecKV compresses the target's KV with the same lookahead (a ``rate`` is a fraction of the
+  cut prompt, so the two cuts compound: prompt_budget / prompt, times rate).
 
 After compression new tokens keep their true positions (prompt length + t): the decode loop passes
 ``position_ids`` explicitly. On hybrid models (Gemma-3) only full-attention layers are compressed.
@@ -28,7 +29,7 @@ from ..decoding import DecodeStep, TokenSampler, TokenStream
 from ..prompts import encode_prompt, eos_token_ids
 from .cache import CompressedPrefill, full_bytes_uncut
 from .lookahead import draft_answer, lookahead_for_target, specpc_cut
-from .plan import GenerationPlan, fit_context
+from .plan import GenerationPlan, fit_context, resolve_rate
 from .prefill import prefill_and_compress, self_draft_prefill
 from .results import GenerationStats, StreamChunk
 
@@ -68,9 +69,10 @@ def _start(plan: GenerationPlan, target, draft) -> _Run:
         method=plan.method, prompt_ids=list(plan.prompt_ids), started=time.perf_counter(), notes=list(plan.notes),
         messages=plan.messages, text=plan.text,
     )
-    # A speckv-pc prompt may overflow the target until SpecPC cuts it: then the cut must run.
+    # A speckv-pc prompt may overflow the target until SpecPC cuts it: then the cut must run. A speckv-pc
+    # rate is a fraction of the cut prompt: the cut runs too, and _prefill says when nothing is dropped.
     fits = len(plan.prompt_ids) + plan.max_new_tokens <= target.context_length
-    if plan.method != "full" and cfg.budget >= len(plan.prompt_ids) and fits:
+    if plan.method != "full" and not plan.budget_after_cut and cfg.budget >= len(plan.prompt_ids) and fits:
         run.notes.append(f"budget {cfg.budget} >= prompt length {len(plan.prompt_ids)}: nothing to drop, full KV used")
         run.method = "full"
         run.stats.fell_back_to_full = True
@@ -146,6 +148,9 @@ def _cascade(run: _Run, lookahead_text: str | None) -> bool:
     else:
         run.notes.append("prompt_budget >= prompt length: SpecPC skipped")
     run.stats.compressed_prompt_tokens = len(run.prompt_ids)
+    if plan.budget_after_cut:
+        plan = resolve_rate(plan, len(run.prompt_ids))
+        run.stats.budget = plan.config.budget
     hint = f"pass a smaller prompt_budget (now {plan.prompt_budget} draft tokens)"
     what = "the prompt cut by SpecPC" if cut else "the prompt"
     max_new, notes = fit_context(len(run.prompt_ids), plan.max_new_tokens, run.target, hint=hint, what=what)

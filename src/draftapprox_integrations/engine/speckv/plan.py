@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
-from ..config import METHODS, SpecKVConfig, SpecPCConfig, check_generation_method
+from ..config import METHODS, SpecKVConfig, SpecPCConfig, check_generation_method, check_rate
 from ..decoding import check_sampling, check_stop
 from ..errors import ConfigError, ContextLengthError, EngineUsageError
 from ..prompts import Messages, Prompt, encode_prompt, normalize_messages
@@ -13,7 +15,11 @@ from ..prompts import Messages, Prompt, encode_prompt, normalize_messages
 
 @dataclass(frozen=True)
 class GenerationPlan:
-    """Every argument of one generation, validated. ``prompt_ids`` are filled in by :func:`tokenize_plan`."""
+    """Every argument of one generation, validated. ``prompt_ids`` are filled in by :func:`tokenize_plan`.
+
+    ``rate`` (None: ``config.budget`` is the budget) becomes ``config.budget`` once the prompt the target reads
+    is known (:func:`resolve_rate`): at :func:`tokenize_plan`, or for speckv-pc after SpecPC's cut.
+    """
 
     method: str
     config: SpecKVConfig
@@ -28,6 +34,23 @@ class GenerationPlan:
     text: str | None
     prompt_ids: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
+    rate: float | None = None
+
+    @property
+    def needs_draft(self) -> bool:
+        return METHODS[self.method].needs_draft
+
+    @property
+    def budget_after_cut(self) -> bool:
+        """speckv-pc with a rate: the rate is a fraction of the prompt SpecPC's cut leaves (what the target
+        reads and caches), so the budget is known only after the cut (``generate._cascade``)."""
+        return self.rate is not None and METHODS[self.method].needs_prompt_budget
+
+
+def check_prompt_list(prompts: Any) -> None:
+    """generate_batch's prompts: a list of prompts, not one prompt (a text or a message)."""
+    if isinstance(prompts, (str, dict)) or not isinstance(prompts, Sequence):
+        raise ConfigError("generate_batch takes a list of prompts (texts or message lists); use generate for one")
 
 
 def resolve_config(config: SpecKVConfig | None, budget: int | None) -> SpecKVConfig:
@@ -43,6 +66,7 @@ def check_options(
     *,
     method: str = "speckv",
     budget: int | None = None,
+    rate: float | None = None,
     config: SpecKVConfig | None = None,
     prompt_budget: int | None = None,
     max_new_tokens: int = 128,
@@ -55,9 +79,16 @@ def check_options(
     """Every generation option but the prompt, checked: (the resolved SpecKVConfig, the stop sequences).
 
     The one rule for the engine and the adapters (which check their fields with it at construction).
-    Raises ConfigError.
+    At most one of ``budget`` / ``rate`` (either replaces ``config.budget``); with a rate the returned
+    config's budget is a placeholder until :func:`resolve_rate` knows the prompt. Raises ConfigError.
     """
     spec = check_generation_method(method)
+    if rate is not None:
+        if budget is not None:
+            raise ConfigError(
+                "give budget= (KV entries per layer and KV head) or rate= (fraction of the prompt), not both"
+            )
+        check_rate(rate)
     cfg = resolve_config(config, budget)
     if prompt_budget is not None:
         if not spec.needs_prompt_budget:
@@ -71,11 +102,34 @@ def check_options(
             raise ConfigError(f"specpc_config must be a SpecPCConfig, got {type(specpc_config).__name__}")
     if spec.needs_prompt_budget and prompt_budget is None:
         raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
-    if method == "streamingllm" and cfg.sink_tokens >= cfg.budget:
-        raise ConfigError(f"sink_tokens ({cfg.sink_tokens}) must be smaller than the budget ({cfg.budget})")
+    if rate is None:
+        _check_sinks(method, cfg)
     check_sampling(temperature, top_p, max_new_tokens)
     _check_seed(seed)
     return cfg, check_stop(stop)
+
+
+def _check_sinks(method: str, cfg: SpecKVConfig) -> None:
+    if method == "streamingllm" and cfg.sink_tokens >= cfg.budget:
+        raise ConfigError(f"sink_tokens ({cfg.sink_tokens}) must be smaller than the budget ({cfg.budget})")
+
+
+def resolve_rate(plan: GenerationPlan, prompt_len: int) -> GenerationPlan:
+    """The plan with its ``rate`` (if any) made an entry budget for a prompt of ``prompt_len`` target tokens:
+    ``max(window_size, ceil(rate * prompt_len))``.
+
+    The floor is the window because the last ``window_size`` prompt tokens are always kept (they are the
+    observation queries; StreamingLLM keeps its recent tail): a budget below the window cannot be honoured
+    and SpecKVConfig refuses it, so a small rate of a short prompt keeps the window and nothing more. The
+    product is rounded to 9 decimals before the ceiling so that float noise (0.1 * 30 = 3.0000000000000004)
+    does not add an entry. Raises ConfigError when StreamingLLM's sinks do not fit the resolved budget.
+    """
+    if plan.rate is None:
+        return plan
+    budget = max(plan.config.window_size, math.ceil(round(plan.rate * prompt_len, 9)))
+    cfg = plan.config.replace(budget=budget)
+    _check_sinks(plan.method, cfg)
+    return replace(plan, config=cfg)
 
 
 def _check_seed(seed) -> None:
@@ -91,6 +145,7 @@ def check_generation(
     *,
     method: str = "speckv",
     budget: int | None = None,
+    rate: float | None = None,
     config: SpecKVConfig | None = None,
     prompt_budget: int | None = None,
     max_new_tokens: int = 128,
@@ -104,7 +159,7 @@ def check_generation(
 ) -> GenerationPlan:
     """Validate every argument (no model is touched); raises ConfigError / EngineUsageError."""
     cfg, stops = check_options(
-        method=method, budget=budget, config=config, prompt_budget=prompt_budget, max_new_tokens=max_new_tokens,
+        method=method, budget=budget, rate=rate, config=config, prompt_budget=prompt_budget, max_new_tokens=max_new_tokens,
         temperature=temperature, top_p=top_p, stop=stop, seed=seed, specpc_config=specpc_config,
     )
     messages, text = normalize_messages(prompt, chat)
@@ -112,13 +167,14 @@ def check_generation(
         raise EngineUsageError(f"method={method!r} needs a draft model; use method='snapkv' for draft-free compression")
     return GenerationPlan(
         method, cfg, prompt_budget, max_new_tokens, float(temperature), float(top_p), stops, seed, specpc_config,
-        messages, text,
+        messages, text, rate=None if rate is None else float(rate),
     )
 
 
 def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
     """The plan with the prompt in target tokens; refuses a prompt the target's context cannot hold and
-    shortens ``max_new_tokens`` to what fits (with a note).
+    shortens ``max_new_tokens`` to what fits (with a note). A ``rate`` becomes the entry budget here
+    (:func:`resolve_rate`), except speckv-pc's, which is a fraction of the cut prompt.
 
     A speckv-pc prompt that does not fit but that SpecPC will cut (``prompt_budget`` below its length) passes
     whatever its length: the cut runs first, on the draft (in chunks when the prompt is long), and
@@ -127,6 +183,8 @@ def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
     ids = encode_prompt(target, plan.messages, plan.text)
     if not ids:
         raise ConfigError("the prompt encodes to no tokens")
+    if not plan.budget_after_cut:
+        plan = resolve_rate(plan, len(ids))
     overflows = len(ids) + plan.max_new_tokens > target.context_length
     if overflows and METHODS[plan.method].needs_prompt_budget and plan.prompt_budget < len(ids):
         return replace(plan, prompt_ids=tuple(ids))  # SpecPC's cut must make it fit: checked after the cut

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ..config import check_rate
 from ..errors import ConfigError
 from ..scoring import pool1d, query_weights, reduce
 
@@ -146,9 +147,5 @@ def resolve_budget(total_tokens: int, budget: int | None, rate: float | None) ->
         if budget < 1:
             raise ConfigError(f"budget must be >= 1 token, got {budget}")
         return budget
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
-        raise ConfigError(f"rate must be a number in (0, 1], got {rate!r}")
-    if not 0.0 < rate <= 1.0:
-        raise ConfigError(f"rate must be in (0, 1] (the fraction of tokens kept), got {rate}")
-    return max(1, int(math.floor(rate * total_tokens + 0.5)))
+    return max(1, int(math.floor(check_rate(rate) * total_tokens + 0.5)))
 
