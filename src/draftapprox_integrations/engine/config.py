@@ -71,6 +71,7 @@ def check_rate(rate: Any) -> float:
 
 _REDUCTIONS = ("max", "mean")
 _POOLINGS = ("max", "avg", "none")
+_ALLOCATIONS = ("uniform", "global")
 
 
 def _check_positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -194,6 +195,9 @@ class SpecKVConfig(_ConfigMixin):
     reduction: str = "max"
     lookahead_tokens: int | None = None
     sink_tokens: int = 4
+    keep_last: int | None = None
+    allocation: str = "uniform"
+    score_window: bool = True
 
     @classmethod
     def paper(cls, **changes: Any) -> SpecKVConfig:
@@ -212,6 +216,13 @@ class SpecKVConfig(_ConfigMixin):
         if self.lookahead_tokens is not None:
             _check_positive_int("lookahead_tokens", self.lookahead_tokens, allow_zero=True)
         _check_positive_int("sink_tokens", self.sink_tokens, allow_zero=True)
+        if self.keep_last is not None:
+            _check_positive_int("keep_last", self.keep_last)
+            if self.keep_last > self.window_size:
+                raise ConfigError(f"keep_last ({self.keep_last}) must be at most window_size ({self.window_size})")
+        _check_choice("allocation", self.allocation, _ALLOCATIONS)
+        if not isinstance(self.score_window, bool):
+            raise ConfigError(f"score_window must be True or False, got {self.score_window!r}")
         if self.window_size > self.budget:
             raise ConfigError(
                 f"window_size ({self.window_size}) is larger than budget ({self.budget}): the window is always "

@@ -28,7 +28,8 @@ import torch
 
 from ..engine.config import SpecKVConfig
 from ..engine.scoring import pool1d
-from ..engine.speckv.selection import select_kept_indices
+from ..engine.speckv.prefill import kept_tail
+from ..engine.speckv.selection import select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
 
 DEFAULT = SpecKVConfig()
@@ -50,19 +51,24 @@ def kv_head_scores(s: HeadScores, kv_heads: int, *, reduction: str = "max", quer
     return grouped.amax(dim=1) if reduction == "max" else grouped.mean(dim=1)
 
 
-def engine_selection(config: SpecKVConfig = DEFAULT, queries: str = "all") -> Candidate:
-    """The engine's own selection (``select_kept_indices``) on the observed scores."""
+def engine_selection(config: SpecKVConfig = DEFAULT, queries: str | None = None) -> Candidate:
+    """The engine's own selection (``engine.speckv.selection.select_all_layers`` with ``config``'s kernel,
+    pooling, reduction, kept tail and allocation) on the observed scores."""
+
+    if queries is None:
+        queries = "all" if config.score_window else "look"
 
     def select(obs: Observation, budget: int) -> Kept:
-        outside = obs.prompt_len - obs.window
-        kept = {}
-        for i, s in obs.layers.items():
-            scores = kv_head_scores(s, obs.kv_heads, reduction=config.reduction, queries=queries)[:, :outside]
-            kept[i] = select_kept_indices(
-                scores[None], prompt_len=obs.prompt_len, budget=budget, window_size=obs.window,
-                kernel_size=config.kernel_size, pooling=config.pooling,
-            )[0]
-        return kept
+        tail = kept_tail(config, obs.window)
+        scores = {
+            i: kv_head_scores(s, obs.kv_heads, reduction=config.reduction, queries=queries)[None, :, : obs.prompt_len - tail]
+            for i, s in obs.layers.items()
+        }
+        kept = select_all_layers(
+            scores, prompt_len=obs.prompt_len, budget=budget, tail=tail, kernel_size=config.kernel_size,
+            pooling=config.pooling, allocation=config.allocation,
+        )
+        return {i: k[0] for i, k in kept.items()}
 
     return select
 
@@ -170,4 +176,17 @@ CANDIDATES: dict[str, Candidate] = {
     "speckv-recent16": selection(Options(recent=16)),
     "speckv-recent8-global": selection(Options(recent=8, allocation="global")),
     "speckv-recent8-span": selection(Options(recent=8, span=True)),
+    "speckv-recent8-span-global": selection(Options(recent=8, span=True, allocation="global")),
+    "speckv-recent8-span-shared": selection(Options(recent=8, span=True, share=0.5)),
+    "speckv-span-global": selection(Options(span=True, allocation="global")),
+    "speckv-look-recent8": selection(Options(queries="look", recent=8)),
+    "speckv-look-global": selection(Options(queries="look", allocation="global")),
+    "speckv-look-recent8-global": selection(Options(queries="look", recent=8, allocation="global")),
+    # The engine's options (SpecKVConfig.keep_last / allocation), as the held-out split ran them.
+    "speckv-last8": engine_selection(DEFAULT.replace(keep_last=8)),
+    "speckv-alloc": engine_selection(DEFAULT.replace(allocation="global")),
+    "speckv-last8-alloc": engine_selection(DEFAULT.replace(keep_last=8, allocation="global")),
+    "speckv-look-last8": engine_selection(DEFAULT.replace(score_window=False, keep_last=8)),
+    "speckv-look-alloc": engine_selection(DEFAULT.replace(score_window=False, allocation="global")),
+    "speckv-look-last8-alloc": engine_selection(DEFAULT.replace(score_window=False, keep_last=8, allocation="global")),
 }

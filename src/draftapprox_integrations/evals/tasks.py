@@ -307,9 +307,14 @@ def _niah_builder(
     return build
 
 
-def _vt_builder(num_chains: int = 2, num_hops: int = 4) -> Callable[[int, int], _Parts]:
+# RULER's repeated-noise haystack: the task is then only the chains, not finding them among prose.
+_NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+
+
+def _vt_builder(num_chains: int = 2, num_hops: int = 4, haystack: str = "essay") -> Callable[[int, int], _Parts]:
     """Variable tracking: chains ``VAR A = 12345. VAR B = VAR A. ...``; the question asks every variable
-    that ends up holding the first chain's value. The other chains are distractors."""
+    that ends up holding the first chain's value. The other chains are distractors. ``haystack``: filler
+    prose (``essay``) or RULER's repeated noise sentences (``noise``)."""
 
     def build(seed: int, units: int) -> _Parts:
         rng = random.Random(f"vt:{seed}")
@@ -332,7 +337,7 @@ def _vt_builder(num_chains: int = 2, num_hops: int = 4) -> Callable[[int, int], 
             stm += [f"VAR {chain[i]} = VAR {chain[i - 1]}." for i in range(1, len(chain))]
             statements.append(stm)
         hay_rng = random.Random(f"hay:{seed}")
-        pieces = filler_sentences(hay_rng, units)
+        pieces = filler_sentences(hay_rng, units) if haystack == "essay" else [_NOISE] * units
         # Each chain keeps its order in the text: its statements go to sorted random depths.
         inserts: list[tuple[float, int, str]] = []
         for c, stm in enumerate(statements):
@@ -349,6 +354,8 @@ def _vt_builder(num_chains: int = 2, num_hops: int = 4) -> Callable[[int, int], 
             f"Answer: According to the chain(s) of variable assignment in the text above, {num_hops + 1} variables "
             f"are assigned the value {values[0]}, they are:"
         )
+        if haystack == "noise":  # a prefix that starts the list: the 135M model otherwise recites the noise
+            prefix = f"Answer: The variables assigned the value {values[0]} are VAR"
         return _Parts(context, question, prefix, list(chains[0]), "all", {"value": values[0], "chains": chains})
 
     return build
@@ -442,7 +449,7 @@ TASKS: dict[str, TaskSpec] = {
         "niah_multiquery", "4 keys placed, all 4 asked at once", _niah_builder(keys="words", values="numbers", haystack="essay", num_needles=4, num_queries=4), 64, 14.0
     ),
     "vt": TaskSpec("vt", "variable tracking: 2 chains of 4 hops, one asked", _vt_builder(), 40, 14.0),
-    "vt_short": TaskSpec("vt_short", "variable tracking: 2 chains of 2 hops, one asked", _vt_builder(num_hops=2), 32, 14.0),
+    "vt_noise": TaskSpec("vt_noise", "variable tracking: 2 chains of 4 hops, one asked, RULER's noise haystack", _vt_builder(haystack="noise"), 40, 20.0),
     "cwe": TaskSpec("cwe", "common-words extraction: the 10 most common of a numbered word list", _cwe_builder(), 96, 5.0),
     "fwe": TaskSpec("fwe", "frequent-words extraction: the 3 most frequent coded words (Zipf)", _fwe_builder(), 32, 3.0),
 }

@@ -443,3 +443,60 @@ def test_speckv_pc_rate_is_a_fraction_of_the_cut_prompt(tiny_model_factory):
     whole = engine.generate(PROMPT * 4, rate=1.0, **options).stats
     assert "SpecPC kept" in whole.note and not whole.fell_back_to_full
     assert whole.kv_entries_kept == whole.budget == whole.compressed_prompt_tokens < whole.prompt_tokens
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(keep_last=2), dict(allocation="global"), dict(score_window=False), dict(score_window=False, keep_last=2, allocation="global")],
+)
+def test_issue14_options_agree_across_the_three_prefill_routes(tiny_model_factory, options):
+    """keep_last / allocation / score_window select the same entries on every route: the self-draft prefill
+    (all layers scored before the cut), the two-model prefill cut layer by layer (a global share is trimmed
+    from what the layer held), and the same without layer-wise eviction."""
+    from draftapprox_integrations.engine.speckv import self_draft_prefill
+
+    engine = _engine(tiny_model_factory("llama"))
+    loaded = engine.target
+    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
+    cfg = SpecKVConfig(budget=16, window_size=4, pooling="avg", kernel_size=3, **options)
+    fused, _, look_ids = self_draft_prefill(loaded, prompt_ids, 6, config=cfg)
+    layerwise = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
+    at_end = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg, layerwise=False)
+    n_prompt = len(prompt_ids)
+    for route in (layerwise, at_end):
+        for layer, idx in fused.kept_indices.items():
+            assert torch.equal(idx, route.kept_indices[layer]), (layer, options)
+            assert route.cache.layers[layer].keys.shape[-2] == idx.shape[-1]
+    tail = options.get("keep_last", 4)
+    sizes = [idx.shape[-1] for idx in fused.kept_indices.values()]
+    assert sum(sizes) == 16 * len(sizes)  # the same bytes whatever the allocation
+    for idx in fused.kept_indices.values():
+        assert idx[..., -tail:].tolist() == [[list(range(n_prompt - tail, n_prompt))] * idx.shape[1]]
+    if options.get("allocation") == "global":
+        assert len(set(sizes)) > 1  # the random model's layers attend differently: shares differ
+
+
+def test_score_window_off_scores_with_the_lookahead_only(tiny_model_factory):
+    """Without score_window the kept keys are those the lookahead's queries alone pick (a two-model prefill
+    whose capture sees only the lookahead rows); with no lookahead the window still scores (SnapKV)."""
+    engine = _engine(tiny_model_factory("llama"))
+    loaded = engine.target
+    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
+    look = encode_prompt(loaded, *normalize_messages("the blue key is under the mat", None))[:6]
+    on = SpecKVConfig(budget=12, window_size=4, pooling="none", kernel_size=1)
+    off = on.replace(score_window=False)
+    with_window = prefill_and_compress(loaded, prompt_ids, look, method="speckv", config=on).kept_indices
+    look_only = prefill_and_compress(loaded, prompt_ids, look, method="speckv", config=off).kept_indices
+    assert any(not torch.equal(with_window[i], look_only[i]) for i in with_window)
+    snap_on = prefill_and_compress(loaded, prompt_ids, (), method="snapkv", config=on).kept_indices
+    snap_off = prefill_and_compress(loaded, prompt_ids, (), method="snapkv", config=off).kept_indices
+    assert all(torch.equal(snap_on[i], snap_off[i]) for i in snap_on)
+
+
+def test_issue14_option_checks():
+    with pytest.raises(ConfigError, match="keep_last"):
+        SpecKVConfig(window_size=8, keep_last=9)
+    with pytest.raises(ConfigError, match="allocation"):
+        SpecKVConfig(allocation="pyramid")
+    with pytest.raises(ConfigError, match="score_window"):
+        SpecKVConfig(score_window="no")

@@ -27,32 +27,70 @@ from ..decoding import greedy_lookahead
 from ..errors import ConfigError
 from ..prompts import eos_token_ids
 from .cache import CompressedPrefill, cache_bytes, cut_full_layer, cut_prefill, recording_cache
-from .selection import combine_records, observation_key_scores, select_kept_indices, streaming_indices
+from ..scoring import pool1d
+from .selection import (
+    GLOBAL_CAP, combine_records, layer_counts, observation_key_scores, select_all_layers, streaming_indices,
+    top_with_tail,
+)
 
 PREFILL_METHODS = ("full", "snapkv", "speckv", "streamingllm")
 
 
+def kept_tail(config: SpecKVConfig, window: int) -> int:
+    """Prompt tokens at the end kept whatever their score: ``keep_last``, or the whole observation window."""
+    return window if config.keep_last is None else min(config.keep_last, window)
+
+
 def key_capture(model, layers: Sequence[int], *, prompt_len: int, window: int, queries: int, config: SpecKVConfig):
     """A capture that reduces each forward's observation attention to key scores per KV head, inside the
-    forward (keeping [H, W, K] float32 weights for every layer would cost GBs). Records (scores, queries)."""
+    forward (keeping [H, W, K] float32 weights for every layer would cost GBs). Records (scores, queries).
+    The keys scored are all but the kept tail (:func:`kept_tail`)."""
     kv_heads = model.config.num_key_value_heads
+    tail = kept_tail(config, window)
 
     def reducer(weights: torch.Tensor, module) -> tuple[torch.Tensor, int]:
         scores = observation_key_scores(
-            weights, prompt_len=prompt_len, window_size=window, kv_heads=kv_heads, reduction=config.reduction
+            weights, prompt_len=prompt_len, window_size=tail, kv_heads=kv_heads, reduction=config.reduction
         )
         return scores, weights.shape[2]
 
     return AttentionCapture(model, queries, layers=layers, reducer=reducer)
 
 
-def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, window: int, config: SpecKVConfig) -> torch.Tensor:
-    """Layer ``layer``'s kept prompt positions [B, Hkv, budget], from every forward the capture recorded."""
-    scores = combine_records(capture.records[layer], config.reduction)
-    return select_kept_indices(
-        scores, prompt_len=prompt_len, budget=budget, window_size=window, kernel_size=config.kernel_size,
-        pooling=config.pooling,
+def layer_scores(capture, layer: int, config: SpecKVConfig, skip: int = 0) -> torch.Tensor:
+    """Layer ``layer``'s key scores [B, Hkv, K] from the forwards the capture recorded, the first ``skip``
+    left out (the self-draft prefill's window when ``score_window`` is off)."""
+    return combine_records(capture.records[layer][skip:], config.reduction)
+
+
+def kept_of_layers(
+    capture, layers, *, prompt_len: int, budget: int, window: int, config: SpecKVConfig, skip: int = 0
+) -> dict:
+    """Every layer's kept prompt positions, once all of ``layers`` have been scored."""
+    return select_all_layers(
+        {i: layer_scores(capture, i, config, skip) for i in layers}, prompt_len=prompt_len, budget=budget,
+        tail=kept_tail(config, window), kernel_size=config.kernel_size, pooling=config.pooling,
+        allocation=config.allocation,
     )
+
+
+def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, window: int, config: SpecKVConfig) -> torch.Tensor:
+    """Layer ``layer``'s kept prompt positions [B, Hkv, k] as soon as it is scored (layer-wise eviction).
+
+    Uniform allocation: its final selection. Global allocation: its best ``GLOBAL_CAP`` x the mean, since
+    the layer's share is known only when every layer is scored; :func:`trim_to` then cuts it to its share
+    (a subset of these, so nothing dropped is needed back)."""
+    tail = kept_tail(config, window)
+    n = budget - tail
+    cap = n if config.allocation == "uniform" else GLOBAL_CAP * n
+    pooled = pool1d(layer_scores(capture, layer, config), config.kernel_size, config.pooling)
+    return top_with_tail(pooled, cap, prompt_len, tail)
+
+
+def trim_to(layer, held: torch.Tensor, final: torch.Tensor) -> None:
+    """Cut a layer that holds the sorted positions ``held`` down to ``final`` (a sorted subset), in place."""
+    idx = torch.searchsorted(held, final)[..., None].expand(-1, -1, -1, layer.keys.shape[-1])
+    layer.keys, layer.values = layer.keys.gather(2, idx).contiguous(), layer.values.gather(2, idx).contiguous()
 
 
 @dataclass
@@ -138,16 +176,37 @@ def prefill_and_compress(
     if not evicting:
         for i in full_layers:
             remember(i)
+    if kept and config.allocation == "global":
+        kept = _global_shares(capture, cache, kept, prompt_len=prompt_len, budget=budget, window=window,
+                              config=config, cut=evicted.cut)
     return cut_prefill(
         cache, out.logits[0, -1].float(), prompt_len, budget, kept, len(lookahead),
         already_cut=evicted.cut, peak_bytes=evicted.peak_bytes,
     )
 
 
+def _global_shares(capture, cache, held: dict, *, prompt_len, budget, window, config, cut) -> dict:
+    """The global allocation, once every layer is scored: each layer's share of the selected keys, taken
+    among the ``GLOBAL_CAP`` x mean it holds (``kept_of_layer``); layers already cut are trimmed to it."""
+    tail = kept_tail(config, window)
+    layers = sorted(held)
+    pooled = [pool1d(layer_scores(capture, i, config), config.kernel_size, config.pooling) for i in layers]
+    final = {}
+    for i, p, count in zip(layers, pooled, layer_counts(pooled, budget - tail, "global")):
+        chosen = held[i][..., : held[i].shape[-1] - tail]  # sorted: the tail is the last positions
+        only_held = torch.full_like(p, float("-inf")).scatter(-1, chosen, p.gather(-1, chosen))
+        final[i] = top_with_tail(only_held, count, prompt_len, tail)
+        if i in cut:
+            trim_to(cache.layers[i], held[i], final[i])
+    return final
+
+
 def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, config):
     """(choose(layer) -> kept prompt positions or None, the capture the choice needs or a null context)."""
     if method in ("snapkv", "speckv") and budget < prompt_len:
-        capture = key_capture(model, layers, prompt_len=prompt_len, window=window, queries=window + n_look, config=config)
+        # Without score_window only the lookahead's queries score (the window's still do with no lookahead).
+        queries = window + n_look if config.score_window or not n_look else n_look
+        capture = key_capture(model, layers, prompt_len=prompt_len, window=window, queries=queries, config=config)
 
         def scored(i: int):
             return kept_of_layer(capture, i, prompt_len=prompt_len, budget=budget, window=window, config=config)
@@ -202,10 +261,11 @@ def self_draft_prefill(
         )
     kept: dict[int, torch.Tensor] = {}
     if scoring:
-        kept = {
-            i: kept_of_layer(capture, i, prompt_len=prompt_len, budget=budget, window=window, config=config)
-            for i in full_layers
-        }
+        # records[0] is the prompt's forward (the window's queries), then one per lookahead token.
+        skip = 0 if config.score_window or not look.token_ids else 1
+        kept = kept_of_layers(
+            capture, full_layers, prompt_len=prompt_len, budget=budget, window=window, config=config, skip=skip
+        )
     prefill = cut_prefill(
         cache, first_logits, prompt_len, budget, kept, len(look.token_ids),
         lookahead_seconds=time.perf_counter() - started,

@@ -32,14 +32,65 @@ def select_kept_indices(
     scores: torch.Tensor, *, prompt_len: int, budget: int, window_size: int, kernel_size: int, pooling: str
 ) -> torch.Tensor:
     """Sorted positions to keep, [B, Hkv, budget]: top (budget - window) pooled scores + the window."""
-    bsz, heads, _ = scores.shape
-    window = torch.arange(prompt_len - window_size, prompt_len, device=scores.device).expand(bsz, heads, -1)
-    n_top = budget - window_size
-    if n_top <= 0:
-        return window.clone()
-    pooled = pool1d(scores, kernel_size, pooling)
-    top = pooled.topk(n_top, dim=-1).indices
-    return torch.cat([top, window], dim=-1).sort(dim=-1).values
+    return top_with_tail(pool1d(scores, kernel_size, pooling), budget - window_size, prompt_len, window_size)
+
+
+def layer_counts(pooled: Sequence[torch.Tensor], n: int, allocation: str) -> list[int]:
+    """Selected keys per layer (besides the kept tail) for ``pooled`` [B, Hkv, K] scores of each layer.
+
+    ``uniform``: ``n`` in every layer. ``global`` (Ada-KV / PyramidKV's idea, measured in issue 14): each
+    layer-head's scores are normalised to sum 1, one threshold over all of them picks ``n * layers`` keys per
+    head on average, and a layer keeps the mean count of its heads (at least ``n // 4``, at most
+    :data:`GLOBAL_CAP` x ``n``), rescaled so the total is still ``n * layers``: the same bytes, moved to the
+    layers whose attention is spread over more keys.
+    """
+    layers = len(pooled)
+    if allocation == "uniform" or layers == 0 or n <= 0:
+        return [n] * layers
+    width = pooled[0].shape[-1]
+    normed = torch.stack([p.float() / p.float().sum(dim=-1, keepdim=True).clamp_min(1e-12) for p in pooled])
+    per_head = normed.flatten(1, -2) if normed.dim() > 3 else normed  # [layers, B*Hkv, K]
+    want = min(n * layers * per_head.shape[1], per_head.numel())
+    threshold = per_head.flatten().topk(want).values[-1]
+    raw = [max(float((per_head[j] >= threshold).sum(dim=-1).float().mean()), n / 4) for j in range(layers)]
+    raw = [min(r * n * layers / sum(raw), GLOBAL_CAP * n, width) for r in raw]
+    return _round_to_total(raw, min(n * layers, width * layers))
+
+
+# A layer keeps at most this many times the mean under the global allocation: it bounds what the layer-wise
+# prefill keeps of a layer before every layer has been scored (see prefill.py).
+GLOBAL_CAP = 3
+
+
+def _round_to_total(values: Sequence[float], total: int) -> list[int]:
+    """Integers near ``values`` summing to ``total`` (the largest remainders take the leftovers)."""
+    counts = [int(v) for v in values]
+    order = sorted(range(len(values)), key=lambda j: values[j] - counts[j], reverse=True)
+    for j in order[: max(0, total - sum(counts))]:
+        counts[j] += 1
+    return counts
+
+
+def top_with_tail(pooled: torch.Tensor, n: int, prompt_len: int, tail: int) -> torch.Tensor:
+    """Sorted kept positions [B, Hkv, n + tail]: the top ``n`` pooled scores and the last ``tail`` tokens."""
+    bsz, heads, _ = pooled.shape
+    last = torch.arange(prompt_len - tail, prompt_len, device=pooled.device).expand(bsz, heads, -1)
+    if n <= 0:
+        return last.clone()
+    top = pooled.topk(min(n, pooled.shape[-1]), dim=-1).indices
+    return torch.cat([top, last], dim=-1).sort(dim=-1).values
+
+
+def select_all_layers(
+    scores: dict[int, torch.Tensor], *, prompt_len: int, budget: int, tail: int, kernel_size: int, pooling: str,
+    allocation: str,
+) -> dict[int, torch.Tensor]:
+    """Every layer's kept positions from its [B, Hkv, prompt_len - tail] key scores: pooled, the budget's
+    selected keys split by ``allocation`` (see :func:`layer_counts`), plus the last ``tail`` tokens."""
+    layers = sorted(scores)
+    pooled = [pool1d(scores[i], kernel_size, pooling) for i in layers]
+    counts = layer_counts(pooled, budget - tail, allocation)
+    return {i: top_with_tail(p, c, prompt_len, tail) for i, p, c in zip(layers, pooled, counts)}
 
 
 def streaming_indices(prompt_len: int, budget: int, sink_tokens: int, *, device=None) -> torch.Tensor:
