@@ -95,23 +95,32 @@ def _pct(rng: random.Random) -> str:
 @dataclass(frozen=True)
 class Fact:
     """One kind of fact about an entity: ``noun`` names it in a question ("the budget"), ``draw`` makes a
-    value, ``sentences`` state it ({e}/{E}: the entity, lower/capitalised; {v}: the value)."""
+    value, and the passage is ``lead``, the value, ``tail`` ({e}/{E} in ``lead``: the entity, lower /
+    capitalised). The answer prefix starts with the same ``lead``: SmolLM2-135M finds a fact it can copy
+    after a matching phrase, and rarely one it must recognise under other wording (measured: 6-13% full-KV
+    accuracy with reworded passages)."""
 
     noun: str
     draw: Draw
-    sentences: tuple[str, ...]
+    lead: str
+    tail: str = ""
+
+    def state(self, entity: str, value: str) -> str:
+        return f"{self.opening(entity)} {value}{self.tail}."
+
+    def opening(self, entity: str) -> str:
+        return self.lead.format(e=entity, E=_cap(entity))
 
 
 @dataclass(frozen=True)
 class Hop:
     """The two-passage chain of the ``hop`` form: ``bridge`` links the entity to a bridge value, ``fact``
-    states the asked value about that bridge ({e}/{E} there is the bridge value); ``question`` and
-    ``prefix`` take {e}, the asked entity."""
+    states the asked value about that bridge ({e}/{E} there is the bridge value); ``question`` takes {e},
+    the asked entity. Both values are answers: the reply names the bridge, then its fact."""
 
     bridge: Fact
     fact: Fact
     question: str
-    prefix: str
 
 
 @dataclass(frozen=True)
@@ -188,28 +197,15 @@ REPORT = Kind(
     ),
     entity=lambda r: f"the {_c(r, _CODENAMES)} {_c(r, _PROJECT_TYPES)}",
     facts={
-        "budget": Fact(
-            "the budget",
-            _thousands,
-            ("The approved budget for {e} is {v} euros.", "{E} has been allocated a budget of {v} euros for this year."),
-        ),
-        "deadline": Fact(
-            "the deadline",
-            _date,
-            ("{E} is scheduled to be completed by {v}.", "The deadline for {e} has been set to {v}."),
-        ),
-        "site": Fact(
-            "the site",
-            lambda r: _c(r, _CITIES),
-            ("Most of the work on {e} is carried out at the {v} site.", "{E} is run from the {v} site."),
-        ),
+        "budget": Fact("the budget", _thousands, "The approved budget of {e} is", " euros"),
+        "deadline": Fact("the deadline", _date, "The deadline of {e} is"),
+        "site": Fact("the site", lambda r: _c(r, _CITIES), "The site of {e} is", ", where most of its work is done"),
     },
     pairs=(("budget", "deadline"), ("deadline", "site"), ("budget", "site")),
     hop=Hop(
-        bridge=Fact("the manager", _person, ("{E} is managed by {v}.", "{v} has been appointed to manage {e}.")),
-        fact=Fact("the room", _room, ("{E}'s team is based in room {v}.", "{E} and the team work from room {v}.")),
-        question="Which room is the team of the manager of {e} based in?",
-        prefix="Answer: The team of the manager of {e} is based in room",
+        bridge=Fact("the manager", _person, "{E} is managed by"),
+        fact=Fact("the room", _room, "{E}'s team is based in room"),
+        question="Who manages {e}, and in which room is that manager's team based?",
     ),
     things=tuple(_WORK_ITEMS),
     filler=_REPORT_FILLER,
@@ -277,33 +273,24 @@ MANUAL = Kind(
     ),
     entity=lambda r: f"the {_c(r, _COMPONENTS)}",  # routine prose names components "the {thing}" too
     facts={
-        "part": Fact(
-            "the part number",
-            _part_number,
-            ("The part number of {e} is {v}.", "When ordering a replacement for {e}, quote part number {v}."),
-        ),
+        "part": Fact("the part number", _part_number, "The part number of {e} is", "; quote it when ordering"),
         "interval": Fact(
-            "the replacement interval",
-            lambda r: f"{r.randrange(3, 60) * 100} hours",
-            ("{E} must be replaced every {v} of operation.", "Replace {e} after every {v} of running time."),
+            "the replacement interval", lambda r: f"{r.randrange(3, 60) * 100} hours",
+            "The replacement interval of {e} is", " of operation",
         ),
         "torque": Fact(
-            "the tightening torque",
-            lambda r: f"{r.randrange(2, 40)}.{r.randrange(1, 10)} Nm",
-            ("The fixing screws of {e} are tightened to {v}.", "Tighten {e} to a torque of {v}."),
+            "the tightening torque", lambda r: f"{r.randrange(2, 40)}.{r.randrange(1, 10)} Nm",
+            "The tightening torque of {e} is", " for its fixing screws",
         ),
     },
     pairs=(("part", "interval"), ("interval", "torque"), ("part", "torque")),
     hop=Hop(
-        bridge=Fact("the part number", _part_number, ("The part number of {e} is {v}.",)),
+        bridge=Fact("the part number", _part_number, "The part number of {e} is"),
         fact=Fact(
-            "the drawer",
-            lambda r: f"{_c(r, 'ABCDEFGH')}{r.randrange(11, 99)}",
-            ("Spare parts with number {e} are kept in drawer {v} of the service cabinet.",
-             "Spares of part {e} are stored in drawer {v}."),
+            "the drawer", lambda r: f"{_c(r, 'ABCDEFGH')}{r.randrange(11, 99)}",
+            "Spare parts with number {e} are kept in drawer", " of the service cabinet",
         ),
-        question="In which drawer of the service cabinet are the spares for {e} kept?",
-        prefix="Answer: The spares for {e} are kept in drawer",
+        question="What is the part number of {e}, and in which drawer of the service cabinet are its spares kept?",
     ),
     things=tuple(_COMPONENTS),
     filler=_MANUAL_FILLER,
@@ -351,32 +338,15 @@ MEETING = Kind(
     ),
     entity=lambda r: f"the {_c(r, _TOPICS)}",
     facts={
-        "owner": Fact(
-            "the owner",
-            _person,
-            ("Action: {v} takes ownership of {e}.", "{v} volunteered to lead {e} and will report back."),
-        ),
-        "due": Fact(
-            "the due date",
-            _day_month,
-            ("{E} is due on {v}.", "The chair set {v} as the due date for {e}."),
-        ),
-        "cost": Fact(
-            "the approved cost",
-            _thousands,
-            ("The meeting approved a cost of {v} euros for {e}.", "Spending on {e} was capped at {v} euros."),
-        ),
+        "owner": Fact("the owner", _person, "The owner of {e} is", ", who will report back on it"),
+        "due": Fact("the due date", _day_month, "The due date of {e} is"),
+        "cost": Fact("the approved cost", _thousands, "The approved cost of {e} is", " euros"),
     },
     pairs=(("owner", "due"), ("due", "cost"), ("owner", "cost")),
     hop=Hop(
-        bridge=Fact("the owner", _person, ("Action: {v} takes ownership of {e}.",)),
-        fact=Fact(
-            "the extension",
-            lambda r: f"{r.randrange(2000, 9999)}",
-            ("{E} can be reached on phone extension {v}.", "For questions, call {e} on extension {v}."),
-        ),
-        question="On which phone extension can the owner of {e} be reached?",
-        prefix="Answer: The owner of {e} can be reached on extension",
+        bridge=Fact("the owner", _person, "The owner of {e} is"),
+        fact=Fact("the extension", lambda r: f"{r.randrange(2000, 9999)}", "{E} can be reached on phone extension"),
+        question="Who owns {e}, and on which phone extension can that person be reached?",
     ),
     things=tuple(_TOPICS),
     filler=_MEETING_FILLER,
@@ -425,21 +395,17 @@ def _distinct_values(rng: random.Random, draw: Draw, n: int, avoid: set[str]) ->
     return out
 
 
-def _state(rng: random.Random, fact: Fact, entity: str, value: str) -> str:
-    return _c(rng, fact.sentences).format(e=entity, E=_cap(entity), v=value)
-
-
 def _plan_pair(kind: Kind, rng: random.Random, entities: list[str], used: set[str]):
     """Two facts per entity, one passage each; the asked entity's two values are the answers."""
     a, b = kind.pairs[rng.randrange(len(kind.pairs))]
     values = {f: _distinct_values(rng, kind.facts[f].draw, len(entities), used) for f in (a, b)}
     passages = [
-        (_Passage(_state(rng, kind.facts[f], e, values[f][i]), i), f) for i, e in enumerate(entities) for f in (a, b)
+        (_Passage(kind.facts[f].state(e, values[f][i]), i), f) for i, e in enumerate(entities) for f in (a, b)
     ]
     fa, fb = kind.facts[a], kind.facts[b]
     entity = entities[0]
     question = f"What are {fa.noun} and {fb.noun} of {entity}?"
-    prefix = f"Answer: {_cap(fa.noun)} and {fb.noun} of {entity} are"
+    prefix = f"Answer: {fa.opening(entity)}"
     answers = [values[a][0], values[b][0]]
     distractors = [v for f in (a, b) for v in values[f][1:]]
     return passages, question, prefix, answers, distractors, [a, b]
@@ -452,11 +418,11 @@ def _plan_hop(kind: Kind, rng: random.Random, entities: list[str], used: set[str
     values = _distinct_values(rng, hop.fact.draw, len(entities), used)
     passages = []
     for i, e in enumerate(entities):
-        passages.append((_Passage(_state(rng, hop.bridge, e, bridges[i]), i), "bridge"))
-        passages.append((_Passage(_state(rng, hop.fact, bridges[i], values[i]), i), "fact"))
+        passages.append((_Passage(hop.bridge.state(e, bridges[i]), i), "bridge"))
+        passages.append((_Passage(hop.fact.state(bridges[i], values[i]), i), "fact"))
     question = hop.question.format(e=entities[0])
-    prefix = hop.prefix.format(e=entities[0])
-    return passages, question, prefix, [values[0]], values[1:], ["bridge", "fact"]
+    prefix = f"Answer: {hop.bridge.opening(entities[0])}"
+    return passages, question, prefix, [bridges[0], values[0]], bridges[1:] + values[1:], ["bridge", "fact"]
 
 
 def _routine_paragraph(kind: Kind, rng: random.Random, pools: Pools, n: int) -> str:
