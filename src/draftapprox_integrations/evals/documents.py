@@ -3,15 +3,12 @@
 Three kinds of document (:data:`KINDS`): a project report, a device manual and meeting notes. Each is a
 title, an opening paragraph, then ``units`` sentences of that kind's routine prose in paragraphs of two to
 four (templates over word lists, with people and places drawn from the seed), among which the fact
-passages are set as paragraphs of their own.
+passages are set as paragraphs of their own (a fact set among routine sentences halved SmolLM2-135M's
+full-KV accuracy, to 13-38% at 2k tokens).
 
-A sample asks about one *entity* (a project, a component, an agenda item) in one of two forms:
-
-* ``pair``: two facts about the entity, each stated in its own passage ("The budget of the Harwick upgrade
-  is 482,000 euros." ... "The Harwick upgrade is due on 14 March 2026."); both are asked at once and scored
-  with partial credit;
-* ``hop``: passage A links the entity to a *bridge* (its manager, its part number, its owner) and passage B,
-  elsewhere, gives the bridge's fact (the manager's room); the question names only the entity.
+A sample asks about one *entity* (a project, a component, an agenda item): two facts about it, each stated
+in its own passage ("The approved budget of the Harwick upgrade is 482,000 euros." ... "The deadline of the
+Harwick upgrade is 14 March 2026."), both asked at once and scored with partial credit.
 
 The two passages about the asked entity sit far apart: one in the first 35% of the paragraphs, the other in
 the last 35%, in either order. Distractor entities of the same shape get the same kinds of facts with other
@@ -26,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMS = ("pair", "hop")
 NUM_ENTITIES = 4  # the asked entity and three distractors of the same shape
 FAR_LOW, FAR_HIGH = 0.35, 0.65  # one asked passage before FAR_LOW of the paragraphs, the other after FAR_HIGH
 
@@ -113,17 +109,6 @@ class Fact:
 
 
 @dataclass(frozen=True)
-class Hop:
-    """The two-passage chain of the ``hop`` form: ``bridge`` links the entity to a bridge value, ``fact``
-    states the asked value about that bridge ({e}/{E} there is the bridge value); ``question`` takes {e},
-    the asked entity. Both values are answers: the reply names the bridge, then its fact."""
-
-    bridge: Fact
-    fact: Fact
-    question: str
-
-
-@dataclass(frozen=True)
 class Kind:
     name: str
     title: Callable[[random.Random], str]
@@ -131,7 +116,6 @@ class Kind:
     entity: Draw  # an entity's name, lower case ("the Harwick upgrade")
     facts: dict[str, Fact]
     pairs: tuple[tuple[str, str], ...]  # the fact pairs a ``pair`` question asks
-    hop: Hop
     things: tuple[str, ...]  # what the routine prose talks about, less the sample's entities
     filler: tuple[Callable[[random.Random, "Pools"], str], ...]  # routine sentences
     heading: Callable[[random.Random, int], str] | None = None  # a line before some paragraphs
@@ -202,11 +186,6 @@ REPORT = Kind(
         "site": Fact("the site", lambda r: _c(r, _CITIES), "The site of {e} is", ", where most of its work is done"),
     },
     pairs=(("budget", "deadline"), ("deadline", "site"), ("budget", "site")),
-    hop=Hop(
-        bridge=Fact("the manager", _person, "{E} is managed by"),
-        fact=Fact("the room", _room, "{E}'s team is based in room"),
-        question="Who manages {e}, and in which room is that manager's team based?",
-    ),
     things=tuple(_WORK_ITEMS),
     filler=_REPORT_FILLER,
     heading=lambda r, i: f"Section {i}. {_c(r, _REPORT_SECTIONS)}",
@@ -284,14 +263,6 @@ MANUAL = Kind(
         ),
     },
     pairs=(("part", "interval"), ("interval", "torque"), ("part", "torque")),
-    hop=Hop(
-        bridge=Fact("the part number", _part_number, "The part number of {e} is"),
-        fact=Fact(
-            "the drawer", lambda r: f"{_c(r, 'ABCDEFGH')}{r.randrange(11, 99)}",
-            "Spare parts with number {e} are kept in drawer", " of the service cabinet",
-        ),
-        question="What is the part number of {e}, and in which drawer of the service cabinet are its spares kept?",
-    ),
     things=tuple(_COMPONENTS),
     filler=_MANUAL_FILLER,
     heading=lambda r, i: f"{i}. {_c(r, ('Maintenance', 'Troubleshooting', 'Settings', 'Installation', 'Safety', 'Cleaning'))}",
@@ -343,11 +314,6 @@ MEETING = Kind(
         "cost": Fact("the approved cost", _thousands, "The approved cost of {e} is", " euros"),
     },
     pairs=(("owner", "due"), ("due", "cost"), ("owner", "cost")),
-    hop=Hop(
-        bridge=Fact("the owner", _person, "The owner of {e} is"),
-        fact=Fact("the extension", lambda r: f"{r.randrange(2000, 9999)}", "{E} can be reached on phone extension"),
-        question="Who owns {e}, and on which phone extension can that person be reached?",
-    ),
     things=tuple(_TOPICS),
     filler=_MEETING_FILLER,
     heading=lambda r, i: f"Item {i}.",
@@ -411,18 +377,15 @@ def _plan_pair(kind: Kind, rng: random.Random, entities: list[str], used: set[st
     return passages, question, prefix, answers, distractors, [a, b]
 
 
-def _plan_hop(kind: Kind, rng: random.Random, entities: list[str], used: set[str]):
-    """Entity -> bridge (passage A), bridge -> value (passage B); the asked entity's value is the answer."""
-    hop = kind.hop
-    bridges = _distinct_values(rng, hop.bridge.draw, len(entities), used)
-    values = _distinct_values(rng, hop.fact.draw, len(entities), used)
-    passages = []
-    for i, e in enumerate(entities):
-        passages.append((_Passage(hop.bridge.state(e, bridges[i]), i), "bridge"))
-        passages.append((_Passage(hop.fact.state(bridges[i], values[i]), i), "fact"))
-    question = hop.question.format(e=entities[0])
-    prefix = f"Answer: {hop.bridge.opening(entities[0])}"
-    return passages, question, prefix, [bridges[0], values[0]], bridges[1:] + values[1:], ["bridge", "fact"]
+def _entities(kind: Kind, rng: random.Random) -> list[str]:
+    """NUM_ENTITIES names with no word in common past "the" ("the Harwick upgrade" and "the Harwick data
+    migration" would differ by a word the question barely weighs)."""
+    out: list[str] = []
+    while len(out) < NUM_ENTITIES:
+        e = kind.entity(rng)
+        if not any(set(e.split()[1:]) & set(o.split()[1:]) for o in out):
+            out.append(e)
+    return out
 
 
 def _routine_paragraph(kind: Kind, rng: random.Random, pools: Pools, n: int) -> str:
@@ -443,13 +406,6 @@ def _routine_paragraphs(kind: Kind, stream: str, pools: Pools, units: int) -> li
     return out
 
 
-def _fact_paragraph(kind: Kind, rng: random.Random, pools: Pools, sentence: str) -> str:
-    """A fact set among routine sentences, as it would be in a real document."""
-    before = _routine_paragraph(kind, rng, pools, rng.randrange(0, 2))
-    after = _routine_paragraph(kind, rng, pools, rng.randrange(1, 3) if not before else rng.randrange(0, 2))
-    return " ".join(p for p in (before, sentence, after) if p)
-
-
 def _slots(rng: random.Random, passages: list[tuple[_Passage, str]]) -> list[float]:
     """Depths in [0, 1] of the passages: the asked entity's two far apart (one below FAR_LOW, the other
     above FAR_HIGH, either order), the distractors' anywhere."""
@@ -467,16 +423,13 @@ def _pools(kind: Kind, rng: random.Random, entities: list[str], used: set[str]) 
     return Pools(tuple(people), cities, things)
 
 
-def write_document(kind_name: str, form: str, seed: int, units: int) -> DocumentQA:
-    """A ``kind_name`` document with ``units`` routine sentences and a ``form`` question, from ``seed``."""
+def write_document(kind_name: str, seed: int, units: int) -> DocumentQA:
+    """A ``kind_name`` document with ``units`` routine sentences and its question, from ``seed``."""
     kind = KINDS[kind_name]
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    rng = random.Random(f"doc:{kind_name}:{form}:{seed}")
-    entities = _distinct_values(rng, kind.entity, NUM_ENTITIES, set())
+    rng = random.Random(f"doc:{kind_name}:{seed}")
+    entities = _entities(kind, rng)
     used = set(entities)
-    plan = _plan_pair if form == "pair" else _plan_hop
-    passages, question, prefix, answers, distractors, asked = plan(kind, rng, entities, used)
+    passages, question, prefix, answers, distractors, asked = _plan_pair(kind, rng, entities, used)
     pools = _pools(kind, rng, entities, used)
     title = kind.title(rng)
     while any(w[0].isupper() and w in title for e in entities for w in e.split()):  # no entity's codename
@@ -485,7 +438,7 @@ def write_document(kind_name: str, form: str, seed: int, units: int) -> Document
     paragraphs = _routine_paragraphs(kind, f"{kind_name}:{seed}", pools, units)
     slots = len(paragraphs)
     for depth, i in sorted(zip(depths, range(len(passages))), reverse=True):
-        paragraphs.insert(round(depth * slots), _fact_paragraph(kind, rng, pools, passages[i][0].sentence))
+        paragraphs.insert(round(depth * slots), passages[i][0].sentence)
     hay = random.Random(f"dochead:{kind_name}:{seed}")
     if kind.heading is not None:
         paragraphs = [f"{kind.heading(hay, i // 5 + 1)}\n{p}" if i % 5 == 0 else p for i, p in enumerate(paragraphs)]
@@ -495,7 +448,6 @@ def write_document(kind_name: str, form: str, seed: int, units: int) -> Document
     offsets = [context.index(s) for s in asked_passages]
     meta = {
         "kind": kind_name,
-        "form": form,
         "entity": entities[0],
         "asked": asked,
         "passages": asked_passages,

@@ -419,11 +419,11 @@ def _fwe_builder(alpha: float = 2.0, top: int = 3) -> Callable[[int, int], _Part
     return build
 
 
-def _docqa_builder(kind: str, form: str) -> Callable[[int, int], _Parts]:
+def _docqa_builder(kind: str) -> Callable[[int, int], _Parts]:
     """Document QA (:func:`.documents.write_document`); ``units`` are its routine sentences."""
 
     def build(seed: int, units: int) -> _Parts:
-        doc = write_document(kind, form, seed, units)
+        doc = write_document(kind, seed, units)
         return _Parts(doc.context, doc.question, doc.answer_prefix, list(doc.answers), "all", dict(doc.metadata))
 
     return build
@@ -458,22 +458,13 @@ TASKS: dict[str, TaskSpec] = {
     "cwe": TaskSpec("cwe", "common-words extraction: the 10 most common of a numbered word list", _cwe_builder(), 96, 5.0),
     "fwe": TaskSpec("fwe", "frequent-words extraction: the 3 most frequent coded words (Zipf)", _fwe_builder(), 32, 3.0),
     "qa_report": TaskSpec(
-        "qa_report", "project report: two facts of one project from two passages (budget, deadline, site)", _docqa_builder("report", "pair"), 40, 20.0
+        "qa_report", "project report: two facts of one project from two passages (budget, deadline, site)", _docqa_builder("report"), 40, 20.0
     ),
     "qa_manual": TaskSpec(
-        "qa_manual", "device manual: two facts of one component from two passages (part number, interval, torque)", _docqa_builder("manual", "pair"), 40, 20.0
+        "qa_manual", "device manual: two facts of one component from two passages (part number, interval, torque)", _docqa_builder("manual"), 40, 20.0
     ),
     "qa_meeting": TaskSpec(
-        "qa_meeting", "meeting notes: two facts of one agenda item from two passages (owner, due date, cost)", _docqa_builder("meeting", "pair"), 40, 20.0
-    ),
-    "qa_report_hop": TaskSpec(
-        "qa_report_hop", "project report: project -> manager -> the manager's room", _docqa_builder("report", "hop"), 40, 20.0
-    ),
-    "qa_manual_hop": TaskSpec(
-        "qa_manual_hop", "device manual: component -> part number -> spares drawer", _docqa_builder("manual", "hop"), 40, 20.0
-    ),
-    "qa_meeting_hop": TaskSpec(
-        "qa_meeting_hop", "meeting notes: agenda item -> owner -> the owner's phone extension", _docqa_builder("meeting", "hop"), 40, 20.0
+        "qa_meeting", "meeting notes: two facts of one agenda item from two passages (owner, due date, cost)", _docqa_builder("meeting"), 40, 20.0
     ),
 }
 
