@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-NUM_ENTITIES = 4  # the asked entity and three distractors of the same shape
+NUM_ENTITIES = 3  # the asked entity and two distractors of the same shape (three: 19-38% full KV at 2k)
 FAR_LOW, FAR_HIGH = 0.35, 0.65  # one asked passage before FAR_LOW of the paragraphs, the other after FAR_HIGH
 
 Draw = Callable[[random.Random], str]
@@ -90,22 +90,20 @@ def _pct(rng: random.Random) -> str:
 
 @dataclass(frozen=True)
 class Fact:
-    """One kind of fact about an entity: ``noun`` names it in a question ("the budget"), ``draw`` makes a
-    value, and the passage is ``lead``, the value, ``tail`` ({e}/{E} in ``lead``: the entity, lower /
-    capitalised). The answer prefix starts with the same ``lead``: SmolLM2-135M finds a fact it can copy
-    after a matching phrase, and rarely one it must recognise under other wording (measured: 6-13% full-KV
-    accuracy with reworded passages)."""
+    """One kind of fact about an entity: ``noun`` names it ("the budget"), ``draw`` makes a value; the
+    passage is "The {noun} of {entity} is {value}{tail}." The question and the answer prefix use the same
+    words: SmolLM2-135M finds a fact it can copy after a matching phrase, and rarely one it must recognise
+    under other wording (measured: 6-13% full-KV accuracy with reworded passages)."""
 
     noun: str
     draw: Draw
-    lead: str
     tail: str = ""
 
     def state(self, entity: str, value: str) -> str:
         return f"{self.opening(entity)} {value}{self.tail}."
 
     def opening(self, entity: str) -> str:
-        return self.lead.format(e=entity, E=_cap(entity))
+        return f"{_cap(self.noun)} of {entity} is"
 
 
 @dataclass(frozen=True)
@@ -181,9 +179,9 @@ REPORT = Kind(
     ),
     entity=lambda r: f"the {_c(r, _CODENAMES)} {_c(r, _PROJECT_TYPES)}",
     facts={
-        "budget": Fact("the budget", _thousands, "The approved budget of {e} is", " euros"),
-        "deadline": Fact("the deadline", _date, "The deadline of {e} is"),
-        "site": Fact("the site", lambda r: _c(r, _CITIES), "The site of {e} is", ", where most of its work is done"),
+        "budget": Fact("the approved budget", _thousands, " euros"),
+        "deadline": Fact("the deadline", _date),
+        "site": Fact("the site", lambda r: _c(r, _CITIES), ", where most of its work is done"),
     },
     pairs=(("budget", "deadline"), ("deadline", "site"), ("budget", "site")),
     things=tuple(_WORK_ITEMS),
@@ -252,14 +250,10 @@ MANUAL = Kind(
     ),
     entity=lambda r: f"the {_c(r, _COMPONENTS)}",  # routine prose names components "the {thing}" too
     facts={
-        "part": Fact("the part number", _part_number, "The part number of {e} is", "; quote it when ordering"),
-        "interval": Fact(
-            "the replacement interval", lambda r: f"{r.randrange(3, 60) * 100} hours",
-            "The replacement interval of {e} is", " of operation",
-        ),
+        "part": Fact("the part number", _part_number, "; quote it when ordering"),
+        "interval": Fact("the replacement interval", lambda r: f"{r.randrange(3, 60) * 100} hours", " of operation"),
         "torque": Fact(
-            "the tightening torque", lambda r: f"{r.randrange(2, 40)}.{r.randrange(1, 10)} Nm",
-            "The tightening torque of {e} is", " for its fixing screws",
+            "the tightening torque", lambda r: f"{r.randrange(2, 40)}.{r.randrange(1, 10)} Nm", " for its fixing screws"
         ),
     },
     pairs=(("part", "interval"), ("interval", "torque"), ("part", "torque")),
@@ -309,9 +303,9 @@ MEETING = Kind(
     ),
     entity=lambda r: f"the {_c(r, _TOPICS)}",
     facts={
-        "owner": Fact("the owner", _person, "The owner of {e} is", ", who will report back on it"),
-        "due": Fact("the due date", _day_month, "The due date of {e} is"),
-        "cost": Fact("the approved cost", _thousands, "The approved cost of {e} is", " euros"),
+        "owner": Fact("the owner", _person, ", who will report back on it"),
+        "due": Fact("the due date", _day_month),
+        "cost": Fact("the approved cost", _thousands, " euros"),
     },
     pairs=(("owner", "due"), ("due", "cost"), ("owner", "cost")),
     things=tuple(_TOPICS),
@@ -370,7 +364,7 @@ def _plan_pair(kind: Kind, rng: random.Random, entities: list[str], used: set[st
     ]
     fa, fb = kind.facts[a], kind.facts[b]
     entity = entities[0]
-    question = f"What are {fa.noun} and {fb.noun} of {entity}?"
+    question = f"What is {fa.noun} of {entity}, and what is {fb.noun} of {entity}?"
     prefix = f"Answer: {fa.opening(entity)}"
     answers = [values[a][0], values[b][0]]
     distractors = [v for f in (a, b) for v in values[f][1:]]
@@ -397,7 +391,11 @@ def _routine_paragraphs(kind: Kind, stream: str, pools: Pools, units: int) -> li
     streams, so one more unit adds one sentence and leaves the text before it as it was (the sizing loop
     steps by about 20 tokens, inside the 2% tolerance of even a 1k sample)."""
     says, breaks = random.Random(f"dochay:{stream}"), random.Random(f"docbreak:{stream}")
-    sentences = [_routine_paragraph(kind, says, pools, 1) for _ in range(units)]
+    sentences: list[str] = []
+    while len(sentences) < units:
+        s = _routine_paragraph(kind, says, pools, 1)
+        if not sentences or s != sentences[-1]:  # a sentence never says again what the last one said
+            sentences.append(s)
     out: list[str] = []
     while sentences:
         n = breaks.randrange(2, 5)
