@@ -76,10 +76,6 @@ def _thousands(rng: random.Random) -> str:
     return f"{rng.randrange(120, 990)},{rng.randrange(0, 10)}00"
 
 
-def _room(rng: random.Random) -> str:
-    return f"{rng.randrange(1, 9)}.{rng.randrange(10, 60)}"
-
-
 def _pct(rng: random.Random) -> str:
     return f"{rng.randrange(3, 97)} percent"
 
