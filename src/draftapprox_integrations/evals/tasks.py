@@ -11,7 +11,9 @@ Families (see :data:`TASKS`):
   * variable tracking: multi-hop assignment chains (``VAR ABCDE = 12345``, ``VAR FGHIJ = VAR ABCDE``) with a
     distractor chain, spread through filler prose;
   * common-words extraction (a numbered word list with ten frequent words) and frequent-words extraction
-    (coded text with Zipf-distributed word counts).
+    (coded text with Zipf-distributed word counts);
+  * question answering over a document the package writes (a project report, a device manual, meeting
+    notes; :mod:`.documents`) whose answer needs two passages far apart, among distractor facts.
 
 ``length_tokens`` counts the tokens of the completion prompt (context, question and answer prefix) with
 no special tokens; the question always comes after the context.
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..engine.errors import ConfigError
+from .documents import write_document
 
 LENGTH_TOLERANCE = 0.02
 MIN_LENGTH = 256
@@ -423,6 +426,16 @@ def _fwe_builder(alpha: float = 2.0, top: int = 3) -> Callable[[int, int], _Part
     return build
 
 
+def _docqa_builder(kind: str) -> Callable[[int, int], _Parts]:
+    """Document QA (:func:`.documents.write_document`); ``units`` are its routine sentences."""
+
+    def build(seed: int, units: int) -> _Parts:
+        doc = write_document(kind, seed, units)
+        return _Parts(doc.context, doc.question, doc.answer_prefix, list(doc.answers), "all", dict(doc.metadata))
+
+    return build
+
+
 TASKS: dict[str, TaskSpec] = {
     "niah_single": TaskSpec(
         "niah_single", "one word key, 7-digit number value, filler prose", _niah_builder(keys="words", values="numbers", haystack="essay"), 24, 14.0
@@ -452,6 +465,15 @@ TASKS: dict[str, TaskSpec] = {
     "vt_noise": TaskSpec("vt_noise", "variable tracking: 2 chains of 4 hops, one asked, RULER's noise haystack", _vt_builder(haystack="noise"), 40, 20.0),
     "cwe": TaskSpec("cwe", "common-words extraction: the 10 most common of a numbered word list", _cwe_builder(), 96, 5.0),
     "fwe": TaskSpec("fwe", "frequent-words extraction: the 3 most frequent coded words (Zipf)", _fwe_builder(), 32, 3.0),
+    "qa_report": TaskSpec(
+        "qa_report", "project report: two facts of one project from two passages (budget, deadline, site)", _docqa_builder("report"), 40, 20.0
+    ),
+    "qa_manual": TaskSpec(
+        "qa_manual", "device manual: two facts of one component from two passages (part number, interval, torque)", _docqa_builder("manual"), 40, 20.0
+    ),
+    "qa_meeting": TaskSpec(
+        "qa_meeting", "meeting notes: two facts of one agenda item from two passages (owner, due date, cost)", _docqa_builder("meeting"), 40, 20.0
+    ),
 }
 
 

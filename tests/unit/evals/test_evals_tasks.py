@@ -121,6 +121,53 @@ def test_common_and_frequent_words_are_really_the_most_common(smollm2_tokenizer)
     assert fcounts[ranked[2]] > fcounts[ranked[3]]
 
 
+DOCQA = [t for t in TASKS if t.startswith("qa_")]
+
+
+@pytest.mark.parametrize("task", DOCQA)
+def test_document_qa_plants_two_far_passages_among_distractors(task, smollm2_tokenizer):
+    for length in (2048, 8192):
+        s = make_sample(task, length, smollm2_tokenizer, seed=7, index=1)
+        assert abs(_count(smollm2_tokenizer, s.prompt()) - length) <= 0.02 * length
+        meta = s.metadata
+        assert meta["entity"] in s.question and s.match == "all"
+        # both passages about the asked entity are in the document, where the metadata says, far apart
+        assert len(meta["passages"]) == 2
+        for passage, offset in zip(meta["passages"], meta["passage_offsets"]):
+            assert s.context.index(passage) == offset and s.context.count(passage) == 1
+        assert abs(meta["passage_depths"][0] - meta["passage_depths"][1]) >= 0.25, meta["passage_depths"]
+        # one answer in each passage, each once in the whole text; both passages name the entity
+        assert [sum(a in p for a in s.answers) for p in meta["passages"]] == [1, 1]
+        assert all(s.context.count(a) == 1 for a in s.answers) and len(s.answers) == 2
+        assert all(meta["entity"].lower() in p.lower() for p in meta["passages"])
+        # distractors: two other entities of the same shape with their own values, none an answer
+        assert len(meta["distractor_entities"]) == 2 and meta["entity"] not in meta["distractor_entities"]
+        assert all(e.lower() in s.context.lower() for e in meta["distractor_entities"])
+        assert len(set(meta["distractor_values"])) == 2 * len(s.answers)
+        for v in meta["distractor_values"]:
+            assert s.context.count(v) == 1 and all(v not in a and a not in v for a in s.answers)
+        # the entities share no word past "the", so the asked name alone picks its passages
+        names = [meta["entity"], *meta["distractor_entities"]]
+        words = [w for n in names for w in n.lower().split()[1:]]
+        assert len(words) == len(set(words))
+
+
+def test_document_kinds_read_like_their_kind_and_seeds_change_them(smollm2_tokenizer):
+    report = make_sample("qa_report", 2048, smollm2_tokenizer, seed=0)
+    manual = make_sample("qa_manual", 2048, smollm2_tokenizer, seed=0)
+    meeting = make_sample("qa_meeting", 2048, smollm2_tokenizer, seed=0)
+    assert report.context.startswith("Quarterly progress report") and "\nSection 1. " in report.context
+    assert "service manual" in manual.context.split("\n", 1)[0] and "\n1. " in manual.context
+    assert meeting.context.startswith("Minutes of the") and "\nItem 1." in meeting.context
+    for s in (report, manual, meeting):
+        paragraphs = [p for p in s.context.split("\n\n") if p.strip()]
+        assert len(paragraphs) >= 20  # many paragraphs, not one block
+        assert "special magic" not in s.context and "VAR " not in s.context
+    other = make_sample("qa_report", 2048, smollm2_tokenizer, seed=1)
+    assert other.context != report.context and other.metadata["entity"] != report.metadata["entity"]
+    assert set(other.answers).isdisjoint(report.answers)
+
+
 def test_bad_task_arguments_raise(smollm2_tokenizer):
     with pytest.raises(ConfigError, match="unknown task"):
         make_sample("nope", 2048, smollm2_tokenizer)
