@@ -195,14 +195,14 @@ class SpecKVConfig(_ConfigMixin):
     reduction: str = "max"
     lookahead_tokens: int | None = None
     sink_tokens: int = 4
-    keep_last: int | None = None
+    keep_last: int | None = 8
     allocation: str = "uniform"
-    score_window: bool = True
+    score_window: bool = False
 
     @classmethod
     def paper(cls, **changes: Any) -> SpecKVConfig:
         """The paper's settings: window 32, max pooling over 7, max reduction, budget 256."""
-        base = cls(kernel_size=7)
+        base = cls(kernel_size=7, keep_last=None, score_window=True, allocation="uniform")
         return base.replace(**changes) if changes else base
 
     def __post_init__(self) -> None:
@@ -216,10 +216,8 @@ class SpecKVConfig(_ConfigMixin):
         if self.lookahead_tokens is not None:
             _check_positive_int("lookahead_tokens", self.lookahead_tokens, allow_zero=True)
         _check_positive_int("sink_tokens", self.sink_tokens, allow_zero=True)
-        if self.keep_last is not None:
+        if self.keep_last is not None:  # above window_size it keeps the window (the tail is never longer)
             _check_positive_int("keep_last", self.keep_last)
-            if self.keep_last > self.window_size:
-                raise ConfigError(f"keep_last ({self.keep_last}) must be at most window_size ({self.window_size})")
         _check_choice("allocation", self.allocation, _ALLOCATIONS)
         if not isinstance(self.score_window, bool):
             raise ConfigError(f"score_window must be True or False, got {self.score_window!r}")

@@ -32,7 +32,7 @@ from ..engine.speckv.prefill import kept_tail
 from ..engine.speckv.selection import select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
 
-DEFAULT = SpecKVConfig()
+DEFAULT = SpecKVConfig(keep_last=None, score_window=True)  # the options the Options-based candidates start from
 
 
 def kv_head_scores(s: HeadScores, kv_heads: int, *, reduction: str = "max", queries: str = "all") -> torch.Tensor:
@@ -59,7 +59,7 @@ def engine_selection(config: SpecKVConfig = DEFAULT, queries: str | None = None)
         queries = "all" if config.score_window else "look"
 
     def select(obs: Observation, budget: int) -> Kept:
-        tail = kept_tail(config, obs.window)
+        tail = kept_tail(config, obs.window, queries != "window")
         scores = {
             i: kv_head_scores(s, obs.kv_heads, reduction=config.reduction, queries=queries)[None, :, : obs.prompt_len - tail]
             for i, s in obs.layers.items()
@@ -162,12 +162,22 @@ def _round_to_total(values: list[float], total: int) -> list[int]:
     return floors
 
 
+# SpecKV's defaults before issue 14: the whole window kept, scored by the window's and the lookahead's queries.
+V1 = SpecKVConfig(keep_last=None, score_window=True, allocation="uniform")
+
 CANDIDATES: dict[str, Candidate] = {
-    "speckv": engine_selection(),
-    "speckv-k7": engine_selection(SpecKVConfig.paper()),
-    "speckv-mean": engine_selection(DEFAULT.replace(reduction="mean")),
-    "speckv-look": engine_selection(queries="look"),
-    "snapkv": engine_selection(queries="window"),
+    # The engine's selection (SpecKVConfig options), from the settings before issue 14.
+    "speckv-v1": engine_selection(V1),
+    "speckv-k7": engine_selection(V1.replace(kernel_size=7)),
+    "speckv-mean": engine_selection(V1.replace(reduction="mean")),
+    "snapkv": engine_selection(V1, queries="window"),
+    "speckv-last8": engine_selection(V1.replace(keep_last=8)),
+    "speckv-alloc": engine_selection(V1.replace(allocation="global")),
+    "speckv-last8-alloc": engine_selection(V1.replace(keep_last=8, allocation="global")),
+    "speckv-look-last8": engine_selection(V1.replace(score_window=False, keep_last=8)),
+    "speckv-look-last8-alloc": engine_selection(V1.replace(score_window=False, keep_last=8, allocation="global")),
+    # Selections the engine does not offer (compared on the tuning split; see the module docstring).
+    "speckv-look": selection(Options(queries="look")),
     "speckv-span": selection(Options(span=True)),
     "speckv-shared": selection(Options(share=0.5)),
     "speckv-pyramid": selection(Options(allocation="pyramid")),
@@ -182,11 +192,4 @@ CANDIDATES: dict[str, Candidate] = {
     "speckv-look-recent8": selection(Options(queries="look", recent=8)),
     "speckv-look-global": selection(Options(queries="look", allocation="global")),
     "speckv-look-recent8-global": selection(Options(queries="look", recent=8, allocation="global")),
-    # The engine's options (SpecKVConfig.keep_last / allocation), as the held-out split ran them.
-    "speckv-last8": engine_selection(DEFAULT.replace(keep_last=8)),
-    "speckv-alloc": engine_selection(DEFAULT.replace(allocation="global")),
-    "speckv-last8-alloc": engine_selection(DEFAULT.replace(keep_last=8, allocation="global")),
-    "speckv-look-last8": engine_selection(DEFAULT.replace(score_window=False, keep_last=8)),
-    "speckv-look-alloc": engine_selection(DEFAULT.replace(score_window=False, allocation="global")),
-    "speckv-look-last8-alloc": engine_selection(DEFAULT.replace(score_window=False, keep_last=8, allocation="global")),
 }

@@ -179,3 +179,35 @@ def render_sweep(rows: Sequence[dict[str, Any]]) -> str:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
+
+
+def plot_sweep(rows: Sequence[dict[str, Any]], path: str | Path, *, split: str, labels: Sequence[str], caption: str = "") -> None:
+    """Grouped bars: one panel per length, families (and their mean) on the x axis, one bar per label;
+    n per cell in each panel's title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = cell_means(rows)
+    keys = [k for k in cells if k[0] == split and k[1] in labels]
+    lengths = sorted({k[2] for k in keys})
+    tasks = [t for t in TASKS if any(k[3] == t for k in keys)]
+    fig, axes = plt.subplots(len(lengths), 1, figsize=(max(8, 1.3 * (len(tasks) + 1) * len(labels) / 3), 3.2 * len(lengths)), squeeze=False)
+    width = 0.8 / len(labels)
+    for ax, length in zip(axes[:, 0], lengths):
+        ns = sorted({cells[k][1] for k in keys if k[2] == length})
+        for j, lab in enumerate(labels):
+            vals = [cells.get((split, lab, length, t), (float("nan"), 0))[0] for t in tasks]
+            vals.append(_mean(vals))
+            ax.bar([x + j * width for x in range(len(vals))], vals, width, label=lab)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(tasks) + 1)], tasks + ["mean"], fontsize=8)
+        ax.set_ylabel("score (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"{split} split, {length} tokens (n = {'-'.join(str(n) for n in (ns[0], ns[-1])) if len(ns) > 1 else ns[0]} per cell)", fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncol=min(len(labels), 4))
+    if caption:
+        fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 if caption else 0, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from draftapprox_integrations import DraftApproxEngine
+from draftapprox_integrations.engine import SpecKVConfig
+from draftapprox_integrations.evals.kv_candidates import V1
 from draftapprox_integrations.evals.sweep_runner import SweepConfig, sweep_one
 from draftapprox_integrations.evals.tasks import make_sample
 from tests.helpers import SMOLLM2
@@ -18,21 +20,28 @@ def engine():
     return DraftApproxEngine(SMOLLM2, SMOLLM2, device="cpu", dtype="float32").load()
 
 
-@pytest.mark.parametrize("task", ["niah_multivalue", "vt_short"])
+@pytest.mark.parametrize("task", ["niah_multivalue", "vt_noise"])
 def test_sweep_rows_are_the_engines_answers(engine, task, tmp_path):
     sample = make_sample(task, 1024, engine.target.tokenizer, seed=5, index=0)
     cfg = SweepConfig(
         tasks=[task], lengths=[1024], seeds=[5], num_samples=1, split="tuning", budgets=[64, 128],
-        candidates=["speckv", "snapkv", "speckv-global"], extra=[], output_dir=str(tmp_path),
+        candidates=["speckv-v1", "snapkv", "speckv-look-last8", "speckv-look-last8-alloc"], extra=[], output_dir=str(tmp_path),
     )
     rows = {(r["method"], r["budget"]): r["prediction"] for r in sweep_one(engine, sample, cfg)}
     prompt = sample.chat_prompt(engine.target.tokenizer)
     common = dict(max_new_tokens=sample.max_new_tokens, chat=False)
     assert rows[("full", None)] == engine.generate(prompt, method="full", **common).text
+    configs = {  # candidate -> how engine.generate runs it
+        "speckv-look-last8": dict(method="speckv"),  # today's default
+        "speckv-v1": dict(method="speckv", config=V1),
+        "speckv-look-last8-alloc": dict(method="speckv", config=SpecKVConfig(allocation="global")),
+        "snapkv": dict(method="snapkv"),
+    }
     for budget in (64, 128):
-        for method in ("speckv", "snapkv"):
-            expected = engine.generate(prompt, method=method, budget=budget, **common).text
-            assert rows[(method, budget)] == expected, (method, budget)
-    # Every candidate kept its budget's bytes: 30 layers x 128 entries on average, whatever the split.
-    kept = cfg.selections["speckv-global@128"]
-    assert sum(k.shape[-1] for k in kept.values()) == 128 * len(kept)
+        for candidate, how in configs.items():
+            expected = engine.generate(prompt, budget=budget, **how, **common).text
+            assert rows[(candidate, budget)] == expected, (candidate, budget)
+    # The global allocation keeps its budget's bytes: 30 layers x 128 entries on average, split unevenly.
+    kept = cfg.selections["speckv-look-last8-alloc@128"]
+    sizes = [k.shape[-1] for k in kept.values()]
+    assert sum(sizes) == 128 * len(kept) and len(set(sizes)) > 1

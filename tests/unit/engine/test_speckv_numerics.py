@@ -80,7 +80,10 @@ def test_kept_indices_match_direct_snapkv(tiny_model_factory, smollm2_tokenizer,
     prompt_ids = encode_prompt(engine.target, *normalize_messages(PROMPT, None))
     lookahead = smollm2_tokenizer(" The blue key is under the mat.", add_special_tokens=False)["input_ids"]
     lookahead = lookahead if with_lookahead else []
-    cfg = SpecKVConfig(budget=20, window_size=6, kernel_size=5, pooling=pooling, reduction=reduction)
+    # The paper's rule: the window's and the lookahead's queries score, the whole window is kept.
+    cfg = SpecKVConfig(
+        budget=20, window_size=6, kernel_size=5, pooling=pooling, reduction=reduction, keep_last=None, score_window=True
+    )
     got = prefill_and_compress(engine.target, prompt_ids, lookahead, method="speckv", config=cfg)
 
     L, la = len(prompt_ids), len(lookahead)
@@ -483,7 +486,7 @@ def test_score_window_off_scores_with_the_lookahead_only(tiny_model_factory):
     loaded = engine.target
     prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
     look = encode_prompt(loaded, *normalize_messages("the blue key is under the mat", None))[:6]
-    on = SpecKVConfig(budget=12, window_size=4, pooling="none", kernel_size=1)
+    on = SpecKVConfig(budget=12, window_size=4, pooling="none", kernel_size=1, score_window=True)
     off = on.replace(score_window=False)
     with_window = prefill_and_compress(loaded, prompt_ids, look, method="speckv", config=on).kept_indices
     look_only = prefill_and_compress(loaded, prompt_ids, look, method="speckv", config=off).kept_indices
@@ -495,7 +498,7 @@ def test_score_window_off_scores_with_the_lookahead_only(tiny_model_factory):
 
 def test_issue14_option_checks():
     with pytest.raises(ConfigError, match="keep_last"):
-        SpecKVConfig(window_size=8, keep_last=9)
+        SpecKVConfig(keep_last=0)
     with pytest.raises(ConfigError, match="allocation"):
         SpecKVConfig(allocation="pyramid")
     with pytest.raises(ConfigError, match="score_window"):

@@ -36,17 +36,17 @@ from .selection import (
 PREFILL_METHODS = ("full", "snapkv", "speckv", "streamingllm")
 
 
-def kept_tail(config: SpecKVConfig, window: int) -> int:
-    """Prompt tokens at the end kept whatever their score: ``keep_last``, or the whole observation window."""
-    return window if config.keep_last is None else min(config.keep_last, window)
+def kept_tail(config: SpecKVConfig, window: int, lookahead: bool) -> int:
+    """Prompt tokens at the end kept whatever their score: ``keep_last`` when a lookahead scores the keys,
+    else the whole observation window (SnapKV's rule: its window is what scores, and it is kept)."""
+    return window if config.keep_last is None or not lookahead else min(config.keep_last, window)
 
 
-def key_capture(model, layers: Sequence[int], *, prompt_len: int, window: int, queries: int, config: SpecKVConfig):
+def key_capture(model, layers: Sequence[int], *, prompt_len: int, tail: int, queries: int, config: SpecKVConfig):
     """A capture that reduces each forward's observation attention to key scores per KV head, inside the
     forward (keeping [H, W, K] float32 weights for every layer would cost GBs). Records (scores, queries).
     The keys scored are all but the kept tail (:func:`kept_tail`)."""
     kv_heads = model.config.num_key_value_heads
-    tail = kept_tail(config, window)
 
     def reducer(weights: torch.Tensor, module) -> tuple[torch.Tensor, int]:
         scores = observation_key_scores(
@@ -64,23 +64,23 @@ def layer_scores(capture, layer: int, config: SpecKVConfig, skip: int = 0) -> to
 
 
 def kept_of_layers(
-    capture, layers, *, prompt_len: int, budget: int, window: int, config: SpecKVConfig, skip: int = 0
+    capture, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, skip: int = 0
 ) -> dict:
-    """Every layer's kept prompt positions, once all of ``layers`` have been scored."""
+    """Every layer's kept prompt positions, once all of ``layers`` have been scored. Scores over more keys
+    than ``prompt_len - tail`` (captured for a shorter tail) are cut to those."""
     return select_all_layers(
-        {i: layer_scores(capture, i, config, skip) for i in layers}, prompt_len=prompt_len, budget=budget,
-        tail=kept_tail(config, window), kernel_size=config.kernel_size, pooling=config.pooling,
+        {i: layer_scores(capture, i, config, skip)[..., : prompt_len - tail] for i in layers}, prompt_len=prompt_len,
+        budget=budget, tail=tail, kernel_size=config.kernel_size, pooling=config.pooling,
         allocation=config.allocation,
     )
 
 
-def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, window: int, config: SpecKVConfig) -> torch.Tensor:
+def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig) -> torch.Tensor:
     """Layer ``layer``'s kept prompt positions [B, Hkv, k] as soon as it is scored (layer-wise eviction).
 
     Uniform allocation: its final selection. Global allocation: its best ``GLOBAL_CAP`` x the mean, since
     the layer's share is known only when every layer is scored; :func:`trim_to` then cuts it to its share
     (a subset of these, so nothing dropped is needed back)."""
-    tail = kept_tail(config, window)
     n = budget - tail
     cap = n if config.allocation == "uniform" else GLOBAL_CAP * n
     pooled = pool1d(layer_scores(capture, layer, config), config.kernel_size, config.pooling)
@@ -177,7 +177,8 @@ def prefill_and_compress(
         for i in full_layers:
             remember(i)
     if kept and config.allocation == "global":
-        kept = _global_shares(capture, cache, kept, prompt_len=prompt_len, budget=budget, window=window,
+        tail = kept_tail(config, window, bool(lookahead))
+        kept = _global_shares(capture, cache, kept, prompt_len=prompt_len, budget=budget, tail=tail,
                               config=config, cut=evicted.cut)
     return cut_prefill(
         cache, out.logits[0, -1].float(), prompt_len, budget, kept, len(lookahead),
@@ -185,10 +186,9 @@ def prefill_and_compress(
     )
 
 
-def _global_shares(capture, cache, held: dict, *, prompt_len, budget, window, config, cut) -> dict:
+def _global_shares(capture, cache, held: dict, *, prompt_len, budget, tail, config, cut) -> dict:
     """The global allocation, once every layer is scored: each layer's share of the selected keys, taken
     among the ``GLOBAL_CAP`` x mean it holds (``kept_of_layer``); layers already cut are trimmed to it."""
-    tail = kept_tail(config, window)
     layers = sorted(held)
     pooled = [pool1d(layer_scores(capture, i, config), config.kernel_size, config.pooling) for i in layers]
     final = {}
@@ -206,10 +206,11 @@ def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, c
     if method in ("snapkv", "speckv") and budget < prompt_len:
         # Without score_window only the lookahead's queries score (the window's still do with no lookahead).
         queries = window + n_look if config.score_window or not n_look else n_look
-        capture = key_capture(model, layers, prompt_len=prompt_len, window=window, queries=queries, config=config)
+        tail = kept_tail(config, window, n_look > 0)
+        capture = key_capture(model, layers, prompt_len=prompt_len, tail=tail, queries=queries, config=config)
 
         def scored(i: int):
-            return kept_of_layer(capture, i, prompt_len=prompt_len, budget=budget, window=window, config=config)
+            return kept_of_layer(capture, i, prompt_len=prompt_len, budget=budget, tail=tail, config=config)
 
         return scored, capture
     if method == "streamingllm" and budget < prompt_len:
@@ -245,7 +246,9 @@ def self_draft_prefill(
     cache, full_layers = recording_cache(model)
     scoring = budget < prompt_len
     capture = (
-        key_capture(model, full_layers, prompt_len=prompt_len, window=window, queries=window, config=config)
+        # Scored for the tail a lookahead gets; a lookahead that ends at once falls back to the window.
+        key_capture(model, full_layers, prompt_len=prompt_len, tail=kept_tail(config, window, n_lookahead > 0),
+                    queries=window, config=config)
         if scoring
         else nullcontext()
     )
@@ -264,7 +267,8 @@ def self_draft_prefill(
         # records[0] is the prompt's forward (the window's queries), then one per lookahead token.
         skip = 0 if config.score_window or not look.token_ids else 1
         kept = kept_of_layers(
-            capture, full_layers, prompt_len=prompt_len, budget=budget, window=window, config=config, skip=skip
+            capture, full_layers, prompt_len=prompt_len, budget=budget,
+            tail=kept_tail(config, window, bool(look.token_ids)), config=config, skip=skip,
         )
     prefill = cut_prefill(
         cache, first_logits, prompt_len, budget, kept, len(look.token_ids),
