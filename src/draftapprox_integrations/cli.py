@@ -164,7 +164,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompt = args.prompt if args.prompt is not None else read_input(args.file)
     if not prompt.strip():
         raise InputError("the prompt is empty (give it as an argument, with --file, or on stdin)")
-    overrides = {k: getattr(args, k) for k in ("window_size", "kernel_size", "lookahead_tokens") if getattr(args, k) is not None}
+    fields = ("window_size", "kernel_size", "lookahead_tokens", "keep_last", "allocation", "score_window")
+    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     if args.budget is not None:
         overrides["budget"] = args.budget
     # The draft loads only for the methods that use it (speckv, speckv-pc).
@@ -218,7 +219,13 @@ def _add_generate_parser(sub, common: list) -> None:
                       help="instead of --budget: the fraction of the prompt's tokens kept per layer and KV head, in (0, 1] "
                            "(never fewer than --window-size; speckv-pc: of the prompt SpecPC leaves)")
     gen.add_argument("--prompt-budget", type=int, default=None, help="speckv-pc: draft tokens of the prompt SpecPC keeps")
-    gen.add_argument("--window-size", type=int, default=None, help="last prompt tokens always kept and used as observation queries (default 32)")
+    gen.add_argument("--window-size", type=int, default=None, help="last prompt tokens whose queries observe the prompt (default 32)")
+    gen.add_argument("--keep-last", type=int, default=None,
+                     help="last prompt tokens always kept when a lookahead scores (default 8; SnapKV keeps its window)")
+    gen.add_argument("--allocation", choices=["uniform", "global"], default=None,
+                     help="entries per layer: the same in each (default) or moved between layers at the same total")
+    gen.add_argument("--score-window", action=argparse.BooleanOptionalAction, default=None,
+                     help="let the window's queries score the keys beside the lookahead's (the paper; default: off)")
     gen.add_argument("--kernel-size", type=int, default=None, help="odd width of the pooling over key scores (default 15)")
     gen.add_argument("--lookahead-tokens", type=int, default=None, help="draft answer length (default: --max-new-tokens)")
     gen.add_argument("--max-new-tokens", type=int, default=128, help="most tokens to generate (default: %(default)s)")

@@ -253,3 +253,19 @@ def test_generate_rate_keeps_that_fraction_of_the_prompt_and_excludes_budget(cap
         code, _, err = _run(capsys, *argv, "--rate", bad)
         assert code == EXIT_USAGE, err
         assert "rate" in _one_line_error(err, "generate")
+
+
+def test_generate_selection_options_reach_the_engine(capsys, model):
+    """--keep-last / --allocation / --score-window set SpecKVConfig's fields: the global allocation keeps the
+    bytes of the uniform one (moved between layers), a bad choice is argparse's error."""
+    prompt = "Alice keeps the red key in the kitchen drawer; Bob hides the blue key under the mat. Where is the blue key?"
+    argv = _generate(model, prompt, "--method", "speckv", "--window-size", "4", "--budget", "12", "--max-new-tokens", "2", "--json")
+    code, _, err = _run(capsys, *argv, "--keep-last", "2", "--allocation", "uniform", "--no-score-window")
+    assert code == 0, err
+    uniform = json.loads(err)
+    code, _, err = _run(capsys, *argv, "--keep-last", "2", "--allocation", "global", "--score-window")
+    assert code == 0, err
+    moved = json.loads(err)
+    assert moved["kv_bytes_kept"] == uniform["kv_bytes_kept"] < uniform["kv_bytes_full"]
+    code, _, err = _run(capsys, *argv, "--allocation", "pyramid")
+    assert code == EXIT_USAGE and "invalid choice" in err

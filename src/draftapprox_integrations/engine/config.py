@@ -173,7 +173,12 @@ class SpecKVConfig(_ConfigMixin):
 
     budget: KV entries kept per layer and KV head (the paper's max_capacity_prompt), window included.
     (``rate=`` of engine.generate, the adapters and the CLI sets it per prompt instead: speckv.resolve_rate.)
-    window_size: last prompt tokens always kept and used as observation queries.
+    window_size: last prompt tokens whose queries observe the prompt (SnapKV's window).
+    keep_last: last prompt tokens always kept when a lookahead scores the keys (None: the whole window); the
+    rest of the window competes on score. With no lookahead (SnapKV) the whole window is kept.
+    score_window: whether the window's queries score the keys beside the lookahead's (the paper: True).
+    allocation: ``uniform`` keeps ``budget`` entries in every layer; ``global`` moves entries between layers
+    at the same total (one threshold over every layer's normalised scores; Ada-KV / PyramidKV's idea).
     kernel_size / pooling: odd 1-D smoothing of key scores before top-k.
     reduction: over observation queries and the query heads of each KV group.
     lookahead_tokens: draft tokens to generate as the approximate answer (None: as many as the target's
@@ -186,6 +191,17 @@ class SpecKVConfig(_ConfigMixin):
     128-entry budget (n=12 at 2k, n=8 at 4k, SmolLM2 as its own draft): kernel 15 gave the full-KV answer on
     all 20 samples, kernel 7 dropped a digit on one 2k sample (results/cpu/speckv/NOTES.md). SnapKV and
     SpecKV share the kernel so the baselines compare at equal settings.
+
+    ``score_window=False`` and ``keep_last=8`` (the paper scores with the window too and keeps all of it) were
+    chosen on the tuning split of issue 14's sweep (``draftapprox sweep-kv``, results/cpu/speckv-quality/):
+    six task families at 2k and 4k tokens, SmolLM2 as its own draft. The window's queries (the question's
+    tail and the chat template) spread their attention over format tokens that then take budget from the
+    answer's sources, and a 32-token window is half of a 64-entry budget; scoring with the lookahead alone
+    and keeping only the last 8 tokens gave +16 points at 64 entries and +8 at 128 over the paper's rule
+    there. The held-out split (other seeds, 2k/4k/8k) reports them. ``allocation="global"`` won a further
+    +5 points at 64 entries on the tuning split but stays opt-in: a request's per-layer shapes are then its
+    own, so its decode cannot share a batch with other requests (engine.batching) and the layer-wise prefill
+    holds up to 3x the mean per layer until every layer is scored.
     """
 
     budget: int = 256
