@@ -166,8 +166,10 @@ def render_sweep(rows: Sequence[dict[str, Any]]) -> str:
         lines += [f"## {split} split (n >= {n} per cell; seeds {sorted({r['seed'] for r in rows if r['split'] == split})})", ""]
         lines += ["| method | " + " | ".join(f"{n_} tokens" for n_ in lengths) + " | all lengths |", "|---|" + "---:|" * (len(lengths) + 1)]
         for lab in labels:
-            per_len = [_mean([cells.get((split, lab, n_, t), (float("nan"), 0))[0] for t in tasks]) for n_ in lengths]
-            lines.append(f"| {lab} | " + " | ".join(f"{v:.1f}" for v in per_len) + f" | {_mean(per_len):.1f} |")
+            found = [[cells[(split, lab, n_, t)][0] for t in tasks if (split, lab, n_, t) in cells] for n_ in lengths]
+            per_len = [_mean(v) for v in found]
+            marks = ["" if len(v) == len(tasks) else f" ({len(v)}/{len(tasks)} families)" for v in found]
+            lines.append(f"| {lab} | " + " | ".join(f"{v:.1f}{m}" for v, m in zip(per_len, marks)) + f" | {_mean(per_len):.1f} |")
         for n_ in lengths:
             lines += ["", f"### {split}, {n_} tokens", "", "| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
             for lab in labels:
