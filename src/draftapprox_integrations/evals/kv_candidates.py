@@ -29,7 +29,7 @@ import torch
 from ..engine.config import SpecKVConfig
 from ..engine.scoring import pool1d
 from ..engine.speckv.prefill import kept_tail
-from ..engine.speckv.selection import select_all_layers
+from ..engine.speckv.selection import round_to_total, select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
 
 DEFAULT = SpecKVConfig(keep_last=None, score_window=True)  # the options the Options-based candidates start from
@@ -150,16 +150,7 @@ def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[i
         raw = [max((normed[j] >= threshold).sum(dim=-1).float().mean().item(), 0.25 * n) for j in range(len(layers))]
         raw = [r * total / sum(raw) for r in raw]
     width = next(iter(pooled.values())).shape[-1]
-    return dict(zip(layers, _round_to_total([min(r, width) for r in raw], total)))
-
-
-def _round_to_total(values: list[float], total: int) -> list[int]:
-    """Integers near ``values`` summing to ``total`` (largest remainders get the leftovers)."""
-    floors = [int(v) for v in values]
-    order = sorted(range(len(values)), key=lambda j: values[j] - floors[j], reverse=True)
-    for j in order[: max(0, total - sum(floors))]:
-        floors[j] += 1
-    return floors
+    return dict(zip(layers, round_to_total([min(r, width) for r in raw], total)))
 
 
 # SpecKV's defaults before issue 14: the whole window kept, scored by the window's and the lookahead's queries.

@@ -54,7 +54,7 @@ def layer_counts(pooled: Sequence[torch.Tensor], n: int, allocation: str) -> lis
     threshold = per_head.flatten().topk(want).values[-1]
     raw = [max(float((per_head[j] >= threshold).sum(dim=-1).float().mean()), n / 4) for j in range(layers)]
     raw = [min(r * n * layers / sum(raw), GLOBAL_CAP * n, width) for r in raw]
-    return _round_to_total(raw, min(n * layers, width * layers))
+    return round_to_total(raw, min(n * layers, width * layers))
 
 
 # A layer keeps at most this many times the mean under the global allocation: it bounds what the layer-wise
@@ -62,7 +62,7 @@ def layer_counts(pooled: Sequence[torch.Tensor], n: int, allocation: str) -> lis
 GLOBAL_CAP = 3
 
 
-def _round_to_total(values: Sequence[float], total: int) -> list[int]:
+def round_to_total(values: Sequence[float], total: int) -> list[int]:
     """Integers near ``values`` summing to ``total`` (the largest remainders take the leftovers)."""
     counts = [int(v) for v in values]
     order = sorted(range(len(values)), key=lambda j: values[j] - counts[j], reverse=True)
