@@ -22,7 +22,7 @@ from draftapprox_integrations.cli import EXIT_ENGINE, EXIT_INPUT, EXIT_USAGE, bu
 from tests.helpers import TINY
 
 DOC = "The quiet river bends past the old mill, and the miller waves at the boats. The door code is 4521. " * 6
-COMMANDS = ("demo", "info", "compress", "generate", "eval", "bench")
+COMMANDS = ("demo", "info", "compress", "generate", "eval", "bench", "sweep-kv")
 
 
 class _Stdin:
@@ -269,3 +269,24 @@ def test_generate_selection_options_reach_the_engine(capsys, model):
     assert moved["kv_bytes_kept"] == uniform["kv_bytes_kept"] < uniform["kv_bytes_full"]
     code, _, err = _run(capsys, *argv, "--allocation", "pyramid")
     assert code == EXIT_USAGE and "invalid choice" in err
+
+
+def test_sweep_kv_writes_a_row_per_candidate_and_renders(capsys, model, tmp_path):
+    """`draftapprox sweep-kv` on a tiny model: one full row and one row per (candidate, budget) per sample,
+    resumable (a second run adds nothing), --render-only redraws the table; a bad CANDIDATE@BUDGET is a usage error."""
+    out = tmp_path / "sweep"
+    argv = ["sweep-kv", "--model", model, "--device", "cpu", "--dtype", "float32", "--tasks", "niah_single", "--lengths", "256",
+            "--seeds", "3", "--samples", "1", "--candidates", "speckv-v1", "speckv-look-last8", "--budgets", "40",
+            "--extra", "snapkv@48", "--out", str(out), "--no-progress"]
+    code, stdout, err = _run(capsys, *argv)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["method"], r["budget"]) for r in rows) == [
+        ("full", None), ("snapkv", 48), ("speckv-look-last8", 40), ("speckv-v1", 40)]
+    assert "| speckv-v1@40 |" in stdout and (out / "results.md").read_text().strip() == stdout.strip()
+    code, _, err = _run(capsys, *argv)
+    assert code == 0 and len((out / "results.jsonl").read_text().splitlines()) == 4, err
+    code, stdout, _ = _run(capsys, "sweep-kv", "--render-only", "--out", str(out))
+    assert code == 0 and "| full |" in stdout
+    code, _, err = _run(capsys, *argv[:-3], "--extra", "nope@12")
+    assert code == EXIT_USAGE and "CANDIDATE@BUDGET" in err

@@ -201,18 +201,20 @@ def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
     )
     sw.add_argument("--model", default=DEFAULT_MODEL, help="model, its own draft (default: %(default)s)")
     _device_args(sw)
-    sw.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["niah_multikey", "niah_multivalue"])
-    sw.add_argument("--lengths", nargs="+", type=int, default=[2048])
+    sw.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["niah_multikey", "niah_multivalue"],
+                    help="task families (default: %(default)s)")
+    sw.add_argument("--lengths", nargs="+", type=int, default=[2048], help="context lengths in target tokens (default: %(default)s)")
     sw.add_argument("--seeds", nargs="+", type=int, default=[100], help="sample seeds; the split's label says what they are for")
     sw.add_argument("--samples", type=int, default=2, help="samples per task, length and seed")
-    sw.add_argument("--split", choices=["tuning", "heldout"], default="tuning")
+    sw.add_argument("--split", choices=["tuning", "heldout"], default="tuning",
+                    help="what the seeds are for: choosing defaults (tuning) or only reporting them (heldout)")
     sw.add_argument("--budgets", nargs="+", type=int, default=[64, 128], help="KV entries per layer and KV head")
     sw.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), help="default: all")
     sw.add_argument("--extra", nargs="*", type=_candidate_budget, default=[("snapkv", 256)],
                     help="CANDIDATE@BUDGET runs besides the grid (default: snapkv@256)")
     sw.add_argument("--window", type=int, default=32, help="observation window (default: %(default)s)")
-    sw.add_argument("--out", default="draftapprox-results/sweep-kv")
-    sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--out", default="draftapprox-results/sweep-kv", help="output folder (results.jsonl, results.md)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw.add_argument("--render-only", action="store_true", help="only re-render OUT/results.md from OUT/results.jsonl")
     sw.set_defaults(func=cmd_sweep_kv)
 
