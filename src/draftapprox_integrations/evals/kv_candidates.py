@@ -29,7 +29,7 @@ import torch
 from ..engine.config import SpecKVConfig
 from ..engine.scoring import pool1d
 from ..engine.speckv.prefill import kept_tail
-from ..engine.speckv.selection import round_to_total, select_all_layers
+from ..engine.speckv.selection import layer_counts, round_to_total, select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
 
 DEFAULT = SpecKVConfig(keep_last=None, score_window=True)  # the options the Options-based candidates start from
@@ -136,21 +136,14 @@ def selection(o: Options = Options()) -> Candidate:
 
 
 def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[int, int]:
-    """Selected keys per layer (besides the recent tokens): n each, or a pyramid / global split of the total."""
+    """Selected keys per layer (besides the recent tokens): n each, a pyramid, or the engine's global split
+    of the total (``engine.speckv.selection.layer_counts``) without its per-layer bound."""
     layers = sorted(pooled)
-    total = n * len(layers)
-    if o.allocation == "uniform":
-        return {i: n for i in layers}
     if o.allocation == "pyramid":  # PyramidKV: 1.5x the mean at the bottom to 0.5x at the top
-        raw = (torch.linspace(1.5, 0.5, len(layers)) * n).tolist()
-    else:  # global (Ada-KV-style): one threshold over every layer's normalised scores
-        normed = torch.stack([p / p.sum(dim=-1, keepdim=True).clamp_min(1e-12) for p in pooled.values()])
-        heads = normed.shape[1]
-        threshold = normed.flatten().topk(min(total * heads, normed.numel())).values[-1]
-        raw = [max((normed[j] >= threshold).sum(dim=-1).float().mean().item(), 0.25 * n) for j in range(len(layers))]
-        raw = [r * total / sum(raw) for r in raw]
-    width = next(iter(pooled.values())).shape[-1]
-    return dict(zip(layers, round_to_total([min(r, width) for r in raw], total)))
+        width = pooled[layers[0]].shape[-1]
+        raw = [min(r, width) for r in (torch.linspace(1.5, 0.5, len(layers)) * n).tolist()]
+        return dict(zip(layers, round_to_total(raw, n * len(layers))))
+    return dict(zip(layers, layer_counts([pooled[i] for i in layers], n, o.allocation, cap=None)))
 
 
 # SpecKV's defaults before issue 14: the whole window kept, scored by the window's and the lookahead's queries.

@@ -35,14 +35,21 @@ def select_kept_indices(
     return top_with_tail(pool1d(scores, kernel_size, pooling), budget - window_size, prompt_len, window_size)
 
 
-def layer_counts(pooled: Sequence[torch.Tensor], n: int, allocation: str) -> list[int]:
+# A layer keeps at most this many times the mean under the global allocation: it bounds what the layer-wise
+# prefill keeps of a layer before every layer has been scored (see prefill.py).
+GLOBAL_CAP = 3
+
+
+def layer_counts(
+    pooled: Sequence[torch.Tensor], n: int, allocation: str, cap: float | None = GLOBAL_CAP
+) -> list[int]:
     """Selected keys per layer (besides the kept tail) for ``pooled`` [B, Hkv, K] scores of each layer.
 
     ``uniform``: ``n`` in every layer. ``global`` (Ada-KV / PyramidKV's idea, measured in issue 14): each
     layer-head's scores are normalised to sum 1, one threshold over all of them picks ``n * layers`` keys per
-    head on average, and a layer keeps the mean count of its heads (at least ``n // 4``, at most
-    :data:`GLOBAL_CAP` x ``n``), rescaled so the total is still ``n * layers``: the same bytes, moved to the
-    layers whose attention is spread over more keys.
+    head on average, and a layer keeps the mean count of its heads (at least ``n // 4``, at most ``cap`` x
+    ``n``: :data:`GLOBAL_CAP` by default, None for no bound), rescaled so the total is still ``n * layers``:
+    the same bytes, moved to the layers whose attention is spread over more keys.
     """
     layers = len(pooled)
     if allocation == "uniform" or layers == 0 or n <= 0:
@@ -53,13 +60,9 @@ def layer_counts(pooled: Sequence[torch.Tensor], n: int, allocation: str) -> lis
     want = min(n * layers * per_head.shape[1], per_head.numel())
     threshold = per_head.flatten().topk(want).values[-1]
     raw = [max(float((per_head[j] >= threshold).sum(dim=-1).float().mean()), n / 4) for j in range(layers)]
-    raw = [min(r * n * layers / sum(raw), GLOBAL_CAP * n, width) for r in raw]
+    most = width if cap is None else min(cap * n, width)
+    raw = [min(r * n * layers / sum(raw), most) for r in raw]
     return round_to_total(raw, min(n * layers, width * layers))
-
-
-# A layer keeps at most this many times the mean under the global allocation: it bounds what the layer-wise
-# prefill keeps of a layer before every layer has been scored (see prefill.py).
-GLOBAL_CAP = 3
 
 
 def round_to_total(values: Sequence[float], total: int) -> list[int]:
