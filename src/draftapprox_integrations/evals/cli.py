@@ -102,18 +102,18 @@ def cmd_sweep_kv(args: argparse.Namespace) -> int:
         return missing
     from .sweep_runner import SweepConfig, load_sweep, render_sweep, run_sweep
 
-    if not args.render_only:
+    if args.render_only:
+        text = render_sweep(load_sweep(f"{args.out}/results.jsonl"))
+        with open(f"{args.out}/results.md", "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
         cfg = SweepConfig(
             tasks=args.tasks, lengths=args.lengths, seeds=args.seeds, num_samples=args.samples, split=args.split,
             budgets=args.budgets, candidates=args.candidates or list(CANDIDATES), extra=[tuple(p) for p in args.extra],
             window=args.window, model=args.model, device=args.device, dtype=args.dtype, output_dir=args.out,
             progress=not args.no_progress,
         )
-        run_sweep(cfg)
-    path = f"{args.out}/results.jsonl"
-    text = render_sweep(load_sweep(path))
-    with open(f"{args.out}/results.md", "w", encoding="utf-8") as fh:
-        fh.write(text)
+        text = run_sweep(cfg).with_name("results.md").read_text(encoding="utf-8")  # the table run_sweep wrote
     print(text)
     return 0
 

@@ -12,7 +12,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class SweepConfig:
     dtype: str = "auto"
     output_dir: str = "draftapprox-results/sweep-kv"
     progress: bool = True
-    selections: dict[str, Any] = field(default_factory=dict)  # filled per sample (for tests to inspect)
 
     def validate(self) -> None:
         for what, names, known in (("task", self.tasks, TASKS), ("candidate", self.candidates, CANDIDATES)):
@@ -85,7 +84,6 @@ def sweep_one(engine, sample, cfg: SweepConfig) -> list[dict[str, Any]]:
         obs = observe(target, ids, window=cfg.window, max_new_tokens=sample.max_new_tokens)
         pairs = _pairs(cfg)
         named = {f"{c}@{b}": CANDIDATES[c](obs, b) for c, b in pairs}
-        cfg.selections = named
         answers = answer_all(target, obs, named, max_new_tokens=sample.max_new_tokens)
     seconds = round(time.perf_counter() - started, 2)
     base = dict(task=sample.task, length=sample.target_length, seed=sample.seed, sample=int(sample.id.rsplit("-", 1)[-1]),

@@ -9,7 +9,9 @@ import pytest
 
 from draftapprox_integrations import DraftApproxEngine
 from draftapprox_integrations.engine import SpecKVConfig
-from draftapprox_integrations.evals.kv_candidates import V1
+from draftapprox_integrations.engine.prompts import encode_prompt
+from draftapprox_integrations.evals.kv_candidates import CANDIDATES, V1
+from draftapprox_integrations.evals.kv_sweep import observe
 from draftapprox_integrations.evals.sweep_runner import SweepConfig, sweep_one
 from draftapprox_integrations.evals.tasks import make_sample
 from tests.helpers import SMOLLM2
@@ -42,6 +44,9 @@ def test_sweep_rows_are_the_engines_answers(engine, task, tmp_path):
             expected = engine.generate(prompt, budget=budget, **how, **common).text
             assert rows[(candidate, budget)] == expected, (candidate, budget)
     # The global allocation keeps its budget's bytes: 30 layers x 128 entries on average, split unevenly.
-    kept = cfg.selections["speckv-look-last8-alloc@128"]
+    ids = encode_prompt(engine.target, None, prompt)
+    with engine.lock:
+        obs = observe(engine.target, ids, window=cfg.window, max_new_tokens=sample.max_new_tokens)
+    kept = CANDIDATES["speckv-look-last8-alloc"](obs, 128)
     sizes = [k.shape[-1] for k in kept.values()]
     assert sum(sizes) == 128 * len(kept) and len(set(sizes)) > 1
