@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..engine.batching import DecodeBatch, cache_shape
 from ..engine.capture import AttentionCapture
 from ..engine.decoding import greedy_lookahead, new_cache
 from ..engine.prompts import eos_token_ids
@@ -127,17 +128,24 @@ def layout(kept: Kept) -> tuple[int, ...]:
     return tuple(int(kept[i].shape[-1]) for i in sorted(kept))
 
 
-@torch.no_grad()
-def decode_selections(target, obs: Observation, selections: Sequence[Kept], *, max_new_tokens: int) -> list[str]:
-    """Greedy answers, one per selection (all of one layout), decoded together from the gathered caches."""
-    model, device = target.model, target.input_device
+def gathered_cache(model, obs: Observation, kept: Kept):
+    """A one-row cache holding what ``kept`` keeps of the full prompt cache (keys keep their rotary positions)."""
     cache = new_cache(model)
     for i in sorted(obs.full_keys):
-        idx = torch.stack([sel[i] for sel in selections])[..., None]  # [B, Hkv, n, 1]
-        keys = obs.full_keys[i][None].expand(len(selections), -1, -1, -1)
-        values = obs.full_values[i][None].expand(len(selections), -1, -1, -1)
-        shape = (-1, -1, -1, keys.shape[-1])
-        cache.update(keys.gather(2, idx.expand(shape)).contiguous(), values.gather(2, idx.expand(shape)).contiguous(), i)
+        idx = kept[i][None, ..., None].expand(-1, -1, -1, obs.full_keys[i].shape[-1])  # [1, Hkv, n, D]
+        cache.update(obs.full_keys[i][None].gather(2, idx), obs.full_values[i][None].gather(2, idx), i)
+    return cache
+
+
+@torch.no_grad()
+def decode_selections(target, obs: Observation, selections: Sequence[Kept], *, max_new_tokens: int) -> list[str]:
+    """Greedy answers, one per selection (all of one layout), decoded together by the engine's DecodeBatch
+    from the gathered caches."""
+    model = target.model
+    caches = [gathered_cache(model, obs, kept) for kept in selections]
+    batch = DecodeBatch(model, cache_shape(caches[0]))
+    for row, cache in enumerate(caches):
+        batch.add(row, cache)
     eos = eos_token_ids(target)
     token = int(obs.first_logits.argmax())
     tokens = [[token] for _ in selections]
@@ -145,12 +153,8 @@ def decode_selections(target, obs: Observation, selections: Sequence[Kept], *, m
     for step in range(1, max_new_tokens):
         if all(done):
             break
-        out = model(
-            input_ids=torch.tensor([[t[-1]] for t in tokens], device=device),
-            position_ids=torch.full((len(selections), 1), obs.prompt_len + step - 1, device=device),
-            cache=cache, use_cache=True, logits_to_keep=1,
-        )
-        for row, nxt in enumerate(out.logits[:, -1].argmax(dim=-1).tolist()):
+        logits = batch.step([t[-1] for t in tokens], [obs.prompt_len + step - 1] * len(tokens))
+        for row, nxt in enumerate(logits.argmax(dim=-1).tolist()):
             if not done[row]:
                 tokens[row].append(nxt)
                 done[row] = nxt in eos
