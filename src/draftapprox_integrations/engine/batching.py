@@ -64,7 +64,10 @@ class DecodeBatch:
         if not self.rows:
             self.rows, self.cache, self.mask, self.steps = [row], cache, None, 0
             return
-        pad = self.steps
+        # What the batch holds beyond the new row's prefill: the steps it decoded, less the leading padding
+        # columns trimmed since (``_trim_padding``). The same in every layer, since every row had this shape.
+        mine, theirs = self._layer(), next(layer for layer in cache.layers if layer.keys is not None)
+        pad = mine.keys.shape[-2] - theirs.keys.shape[-2]
         for mine, theirs in zip(self.cache.layers, cache.layers):
             if mine.keys is None:
                 continue

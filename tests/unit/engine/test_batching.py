@@ -142,6 +142,28 @@ def test_a_row_that_arrives_mid_decode_joins_the_running_batch(engine):
     assert 2 in seen.sizes  # the late row was padded into the running batch instead of waiting
 
 
+def test_a_row_joins_a_batch_whose_padding_was_trimmed(engine):
+    # FINDINGS-2 D2: A decodes, B joins one step behind (left-padded), A leaves (B's padding is trimmed),
+    # then C joins B's batch: the join must pad C to what the batch holds now, not to its step count.
+    options = dict(config=CFG.replace(lookahead_tokens=4))
+    long_b = engine.generate(PROMPTS[1], max_new_tokens=300, **options).token_ids
+    expected_c = engine.generate(PROMPTS[2], max_new_tokens=6, **options).token_ids
+    expected_d = engine.generate(PROMPTS[3], max_new_tokens=3, **options).token_ids
+    a = engine.stream(PROMPTS[0], max_new_tokens=300, **options)
+    next(a)
+    b = engine.stream(PROMPTS[1], max_new_tokens=300, **options)
+    b_chunks = [next(b)]
+    a.close()
+    b_chunks += [next(b) for _ in range(3)]  # steps after A's removal: B's padding column is gone
+    with _BatchSizes(engine) as seen:
+        got_c = engine.generate(PROMPTS[2], max_new_tokens=6, **options).token_ids
+        got_d = engine.generate(PROMPTS[3], max_new_tokens=3, **options).token_ids  # a later row of the same shape
+    b_chunks += list(b)
+    assert got_c == expected_c and got_d == expected_d
+    assert [c.token_id for c in b_chunks if c.token_id is not None] == long_b
+    assert 2 in seen.sizes  # C and D really decoded beside B
+
+
 def test_a_cancelled_row_leaves_the_others_untouched(engine):
     options = dict(config=CFG, max_new_tokens=12)
     expected = engine.generate(PROMPTS[1], **options).token_ids
