@@ -15,13 +15,12 @@ peak is the full KV of prompt + lookahead, as for the draft of any two-model pai
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 
-from ..capture import AttentionCapture, attention_modules
+from ..capture import AttentionCapture, AttentionObserver
 from ..config import SpecKVConfig
 from ..decoding import greedy_lookahead
 from ..errors import ConfigError
@@ -93,38 +92,41 @@ def trim_to(layer, held: torch.Tensor, final: torch.Tensor) -> None:
     layer.keys, layer.values = layer.keys.gather(2, idx).contiguous(), layer.values.gather(2, idx).contiguous()
 
 
-@dataclass
-class Eviction:
-    """What layer-wise eviction did during a forward: the layers it cut and the largest cache it saw."""
-
-    cut: set[int] = field(default_factory=set)
-    peak_bytes: int = 0
-
-
-@contextmanager
-def evict_after_attention(model, cache, layers: Sequence[int], choose, prompt_len: int) -> Iterator[Eviction]:
-    """Cut each layer of ``layers`` right after its attention has run, inside the forward.
+class LayerwiseEviction(AttentionObserver):
+    """Cuts each layer of ``layers`` right after its attention has run, inside the forward.
 
     ``choose(i)`` gives layer i's kept prompt positions ([B, Hkv, k], or None to keep the whole prompt); the
     layer then holds only those (the lookahead's entries go too), so while the forward runs on, only the
-    current layer's full KV is alive. The cache's size is taken just before each cut: its largest value is
-    the prefill's peak.
+    current layer's full KV is alive. The cache's size is taken just before each cut: its largest value
+    (``peak_bytes``) is the prefill's peak. ``cut`` lists the layers cut. An observer of the forwards of the
+    calling thread only (``capture.AttentionObserver``): another engine's forward on the same weights is
+    never cut by it.
     """
-    done = Eviction()
-    wanted = set(layers)
 
-    def hook(module, args, output) -> None:
+    def __init__(self, model, cache, layers: Sequence[int], choose, prompt_len: int) -> None:
+        super().__init__(model, layers=layers)
+        self.cache, self.choose, self.prompt_len = cache, choose, prompt_len
+        self.cut: set[int] = set()
+        self.peak_bytes = 0
+
+    def after(self, module) -> None:
         i = module.layer_idx
-        done.peak_bytes = max(done.peak_bytes, cache_bytes(cache))
-        cut_full_layer(cache.layers[i], choose(i), prompt_len)
-        done.cut.add(i)
+        self.peak_bytes = max(self.peak_bytes, cache_bytes(self.cache))
+        cut_full_layer(self.cache.layers[i], self.choose(i), self.prompt_len)
+        self.cut.add(i)
 
-    handles = [m.register_forward_hook(hook) for m in attention_modules(model) if m.layer_idx in wanted]
-    try:
-        yield done
-    finally:
-        for handle in handles:
-            handle.remove()
+
+class _NoEviction:
+    """What a prefill without layer-wise eviction reports: no layer cut during the forward."""
+
+    cut: frozenset = frozenset()
+    peak_bytes = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 @torch.no_grad()
@@ -164,7 +166,7 @@ def prefill_and_compress(
         return kept_i
 
     evicting = layerwise and method != "full"
-    eviction = evict_after_attention(model, cache, full_layers, remember, prompt_len) if evicting else nullcontext(Eviction())
+    eviction = LayerwiseEviction(model, cache, full_layers, remember, prompt_len) if evicting else _NoEviction()
     with capture, eviction as evicted:
         out = model(
             input_ids=torch.tensor([list(prompt_ids) + lookahead], device=device),
