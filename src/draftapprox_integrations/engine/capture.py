@@ -98,7 +98,8 @@ def window_attention(
 class AttentionObserver:
     """Watches the attention calls of ``model`` made in the current context only (a thread, or an asyncio task).
 
-    An observer is entered as a context manager around model calls; the capturing attention then calls its
+    An observer is entered as a context manager around model calls; the capturing attention then asks it for
+    the layer's :meth:`attention_mask` (a slot cache gives each layer its rows' own), and calls its
     :meth:`before` (with the query and keys, before SDPA runs) and :meth:`after` (once the layer's attention
     output is computed) for the layers it :meth:`wants`. It is never attached to the model itself: two
     engines (two threads) running forwards on one set of weights each see only their own observers, which
@@ -130,6 +131,10 @@ class AttentionObserver:
 
     def wants(self, module: torch.nn.Module) -> bool:
         return id(module) in self._module_ids and (self.layers is None or module.layer_idx in self.layers)
+
+    def attention_mask(self, module, mask):
+        """The mask this layer's attention uses (default: the one the model built)."""
+        return mask
 
     def before(self, module, query, key, attention_mask, scaling: float, softcap: float | None) -> None:
         """Called with the layer's inputs to attention (keys after the cache update)."""
@@ -191,6 +196,8 @@ def capturing_attention_forward(
     **kwargs: Any,
 ):
     observers = [o for o in _active.get() if o.wants(module)]
+    for observer in observers:
+        attention_mask = observer.attention_mask(module, attention_mask)
     for observer in observers:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         observer.before(module, query, key, attention_mask, scale, kwargs.get("softcap"))

@@ -6,7 +6,6 @@ with its batch size, so the tests also see that rows really share forwards.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
 import threading
 
@@ -14,7 +13,9 @@ import pytest
 import torch
 
 from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
-from draftapprox_integrations.engine.batching import DecodeBatch, cache_shape
+from draftapprox_integrations.engine.batching import DecodeBatch, Joining
+from draftapprox_integrations.engine.sampling import SamplingRule
+from draftapprox_integrations.engine.slots import bucket
 from draftapprox_integrations.engine.decoding import new_cache
 from tests.helpers import words
 
@@ -74,15 +75,9 @@ def test_a_batch_answers_like_the_same_calls_one_by_one(engine, options):
     assert [r.text for r in got] == [r.text for r in expected]
     assert [r.finish_reason for r in got] == [r.finish_reason for r in expected]
     assert [r.stats.kv_entries_kept for r in got] == [r.stats.kv_entries_kept for r in expected]
-    # (A global allocation gives each row its own per-layer shapes: it stacks only with rows of the same
-    # shape, so only its answers are checked.)
-    if options["method"] != "full" and options["config"].allocation == "uniform":
-        # Compressed caches of one budget stack whatever the prompt length: the decode forwards carry all 4.
-        assert max(seen.sizes) == len(PROMPTS)
-    elif options["method"] == "full":
-        # Full KV of prompts of other lengths cannot stack without padding: grouped by length instead.
-        lengths = collections.Counter(r.stats.prompt_tokens for r in expected)
-        assert max(seen.sizes) == max(lengths.values())
+    # Each row has its own slot: compressed caches of one budget (or per-layer shares of it, under a global
+    # allocation) and full caches of prompts of other lengths all stack, each row masked to its own entries.
+    assert max(seen.sizes) == len(PROMPTS)
 
 
 def test_a_batch_of_one_equals_generate(engine):
@@ -182,6 +177,22 @@ def test_sliding_window_rows_batch_when_they_start_together(tiny_model_factory):
     assert [r.token_ids for r in got] == [r.token_ids for r in expected]
 
 
+def test_a_sliding_window_row_joins_a_running_batch(tiny_model_factory):
+    # A sliding layer is a ring per slot, so a row no longer waits for a batch that has not decoded yet.
+    engine = _engine(tiny_model_factory, "gemma3_text")
+    options = dict(method="snapkv", config=SpecKVConfig(budget=16, window_size=4))
+    long_answer = engine.generate(PROMPTS[0], max_new_tokens=40, **options).token_ids
+    late = engine.generate(PROMPTS[1], max_new_tokens=12, **options).token_ids
+    first = engine.stream(PROMPTS[0], max_new_tokens=40, **options)
+    chunks = [next(first) for _ in range(15)]  # past the tiny model's sliding window of 8
+    with _BatchSizes(engine) as seen:
+        got = engine.generate(PROMPTS[1], max_new_tokens=12, **options).token_ids
+        chunks += list(first)
+    assert got == late
+    assert [c.token_id for c in chunks if c.token_id is not None] == long_answer
+    assert 2 in seen.sizes
+
+
 # -- bad input: named by row, before any work ---------------------------------------------------------
 
 
@@ -238,23 +249,51 @@ def _prefilled(model, ids):
     return cache, out.logits[0, -1]
 
 
+def _plain_greedy(model, ids, n):
+    """Reference: n greedy tokens after ``ids`` on a plain dynamic cache."""
+    cache, logits = _prefilled(model, ids)
+    out = []
+    for step in range(n):
+        out.append(int(logits.argmax()))
+        logits = model(input_ids=torch.tensor([[out[-1]]]), position_ids=torch.tensor([[len(ids) + step]]),
+                       cache=cache, use_cache=True).logits[0, -1]
+    return out
+
+
 @torch.no_grad()
-def test_decode_batch_pads_a_late_row_and_trims_the_padding_when_it_is_no_longer_needed(engine):
+def test_rows_of_other_lengths_join_late_leave_early_and_decode_as_alone(engine):
+    # Three rows of three prompt lengths in one batch of slots: b joins two steps after a, c after five; a
+    # leaves early (c moves into its slot); the store grows past its first capacity. Each row's tokens equal
+    # its own plain decode.
     model = engine.target.model
-    a, b = list(range(5, 25)), list(range(30, 50))
-    cache_a, logits_a = _prefilled(model, a)
-    cache_b, logits_b = _prefilled(model, b)
-    alone_b, alone_logits = _prefilled(model, b)
-    batch = DecodeBatch(model, cache_shape(cache_a))
-    batch.add("a", cache_a)
-    batch.step([int(logits_a.argmax())], [len(a)])
-    assert batch.accepts(cache_shape(cache_b))
-    batch.add("b", cache_b)  # one step behind: padded by one masked entry
-    assert batch.mask is not None and batch.mask[1, 0] == 0 and bool(batch.mask[0].all())
-    token = int(logits_b.argmax())
-    logits = batch.step([7, token], [len(a) + 1, len(b)])
-    expected = model(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[len(b)]]), cache=alone_b, use_cache=True).logits[0, -1]
-    torch.testing.assert_close(logits[1], expected, rtol=1e-4, atol=1e-4)
-    batch.remove([1])  # row a leaves: row b's padding column is padding everywhere, so it goes
-    assert batch.rows == ["b"] and batch.mask is None
-    assert batch.cache.layers[0].keys.shape[-2] == len(b) + 1
+    prompts = {"a": list(range(5, 45)), "b": list(range(50, 75)), "c": list(range(80, 140))}
+    wanted = {"a": 4, "b": 30, "c": 12}
+    expected = {k: _plain_greedy(model, ids, wanted[k]) for k, ids in prompts.items()}
+    got = {k: [] for k in prompts}
+    batch = None
+    joins = {0: "a", 2: "b", 5: "c"}
+    for step in range(40):
+        if step in joins:
+            name = joins[step]
+            cache, logits = _prefilled(model, prompts[name])
+            token = int(logits.argmax())
+            got[name].append(token)
+            joining = Joining(cache, token, len(prompts[name]), SamplingRule(), headroom=2)
+            batch = batch or DecodeBatch.for_cache(model, cache)
+            assert batch.accepts(model, cache)
+            batch.add(name, joining)
+        if not len(batch):
+            break
+        tokens = batch.step()
+        keep = []
+        for i, name in enumerate(batch.rows):
+            got[name].append(tokens[i])
+            if len(got[name]) < wanted[name]:
+                keep.append(i)
+        batch.remove(keep)
+    assert got == expected
+    assert batch.store.capacity > bucket(60 + 2)  # it grew while c and b decoded
+
+
+def test_size_classes():
+    assert [bucket(n) for n in (1, 64, 65, 80, 81, 160, 161, 2048, 2049, 33000)] == [64, 64, 72, 80, 88, 160, 176, 2048, 2304, 36864]

@@ -11,7 +11,7 @@ import torch
 
 from draftapprox_integrations.engine import DraftApproxEngine, SpecKVConfig
 from draftapprox_integrations.engine.capture import AttentionObserver
-from draftapprox_integrations.engine.decoding import TokenSampler, decode_tokens
+from draftapprox_integrations.engine.steps import DecodeRequest, decode_alone
 from draftapprox_integrations.engine.prompts import eos_token_ids, normalize_messages
 from draftapprox_integrations.engine.speckv import encode_prompt, prefill_and_compress
 
@@ -30,11 +30,10 @@ def _target(tiny_model_factory, arch):
 
 
 def _greedy(target, prefill, n=8):
-    steps = decode_tokens(
-        target.model, target.tokenizer, prefill.cache, prefill.first_logits, prefill.prompt_len,
-        max_new_tokens=n, sampler=TokenSampler(0.0), eos_ids=eos_token_ids(target),
+    request = DecodeRequest(
+        target.model, target.tokenizer, prefill.cache, prefill.first_logits, prefill.prompt_len, n, eos_token_ids(target)
     )
-    return [s.token_id for s in steps]
+    return decode_alone(request).lookahead.token_ids
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma3_text"])
