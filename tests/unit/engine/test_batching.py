@@ -211,6 +211,33 @@ def test_a_bad_prompt_in_a_batch_is_named_before_any_work(tiny_model_factory, ba
     assert seen.sizes == []
 
 
+def test_any_error_of_a_row_names_its_prompt_and_keeps_its_type(tiny_model_factory):
+    # FINDINGS-2 D9: only the package's own errors named their row. A user's model (a ready object) that
+    # refuses one prompt: the batch raises that model's own error, named.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from draftapprox_integrations.engine.prompts import encode_prompt, normalize_messages
+
+    folder = str(tiny_model_factory("llama"))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    engine = DraftApproxEngine(model, model, draft_tokenizer=tokenizer, target_tokenizer=tokenizer)
+    lengths = [len(encode_prompt(engine.target, *normalize_messages(p, None))) for p in PROMPTS]
+    assert lengths.count(lengths[3]) == 1
+
+    def refuse(module, args, kwargs):
+        if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[-1] == lengths[3]:
+            raise ValueError("this model refuses that prompt")
+
+    handle = model.register_forward_pre_hook(refuse, with_kwargs=True)
+    try:
+        with pytest.raises(ValueError, match=r"^prompt 3: this model refuses that prompt$") as caught:
+            engine.generate_batch(PROMPTS, method="snapkv", config=CFG, max_new_tokens=4)
+        assert not isinstance(caught.value, ConfigError)  # the model's own ValueError, not the package's
+    finally:
+        handle.remove()
+
+
 @pytest.mark.parametrize("prompts", ["one prompt", {"role": "user"}, 7])
 def test_generate_batch_wants_a_list(engine, prompts):
     with pytest.raises(ConfigError, match="list of prompts"):
