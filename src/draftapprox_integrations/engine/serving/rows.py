@@ -65,8 +65,9 @@ class DecodeRows:
         """Rows decoding now (read from another thread, it is a snapshot)."""
         return sum(len(b) for b in list(self.batches))
 
-    def join(self, entry, model) -> None:
-        """Put a started row into a batch of its model that fits it (a new one if none does)."""
+    def join(self, entry, model, expected: int = 1) -> None:
+        """Put a started row into a batch of its model that fits it (a new one, ``expected`` rows wide, if none
+        does)."""
         joining = entry.row.joining()
         batch = next((b for b in self.batches if b.accepts(model, joining.cache)), None)
         if batch is None:
@@ -75,7 +76,7 @@ class DecodeRows:
                 self._idle.remove(batch)
             else:
                 device = joining.cache.layers[0].keys.device
-                batch = DecodeBatch.for_cache(model, joining.cache, max_slots=self.max_batch_size,
+                batch = DecodeBatch.for_cache(model, joining.cache, max_slots=self.max_batch_size, slots=expected,
                                               graphs=graphs_for(device, self.cuda_graphs))
             self.batches.append(batch)
         with self.lock:
