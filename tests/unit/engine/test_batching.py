@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
+from draftapprox_integrations.engine.errors import MissingExtraError, naming_row
 from draftapprox_integrations.engine.batching import DecodeBatch, Joining
 from draftapprox_integrations.engine.sampling import SamplingRule
 from draftapprox_integrations.engine.slots import bucket
@@ -236,6 +237,21 @@ def test_any_error_of_a_row_names_its_prompt_and_keeps_its_type(tiny_model_facto
         assert not isinstance(caught.value, ConfigError)  # the model's own ValueError, not the package's
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MissingExtraError("the thing", "langchain", "langchain_core"), KeyError("gone"), RuntimeError("boom"), ConfigError("bad")],
+    ids=["three-argument init", "KeyError", "RuntimeError", "package error"],
+)
+def test_naming_a_row_keeps_the_errors_type_and_attributes(error):
+    def fail():
+        raise error
+
+    with pytest.raises(type(error)) as caught:
+        naming_row(4, fail)
+    assert str(caught.value).strip("'\"").startswith("prompt 4: ") and caught.value.__cause__ is error
+    assert caught.value.__dict__ == error.__dict__  # MissingExtraError's feature and extra, say
 
 
 @pytest.mark.parametrize("prompts", ["one prompt", {"role": "user"}, 7])
