@@ -7,6 +7,7 @@ LlamaIndex adapters live in :mod:`draftapprox_integrations.langchain` and
 
 from .engine import (
     ConfigError,
+    ConstraintError,
     ContextLengthError,
     DraftApproxEngine,
     DraftApproxError,
@@ -19,6 +20,9 @@ from .engine import (
     ModelReferenceError,
     SpecKVConfig,
     SpecPCConfig,
+    JsonSchema,
+    Regex,
+    ToolCalls,
     clear_engines,
     get_engine,
 )
@@ -29,9 +33,13 @@ __all__ = [
     "DraftApproxEngine",
     "SpecKVConfig",
     "SpecPCConfig",
+    "JsonSchema",
+    "Regex",
+    "ToolCalls",
     "get_engine",
     "clear_engines",
     "ConfigError",
+    "ConstraintError",
     "ContextLengthError",
     "DraftApproxError",
     "EngineUsageError",

@@ -1,6 +1,7 @@
 """Framework-free core: model loading, attention capture, scoring and the two methods."""
 
 from .config import DEFAULT_MODEL, GENERATION_METHODS, METHODS, PROMPT_METHODS, Method, SpecKVConfig, SpecPCConfig
+from .constraints import ConstraintError, JsonSchema, Regex, ToolCalls
 from .engine import DraftApproxEngine
 from .shared_engines import clear_engines, get_engine
 from .errors import (
@@ -32,6 +33,10 @@ __all__ = [
     "EMBEDDED_MODELS",
     "cache_dir",
     "resolve_reference",
+    "JsonSchema",
+    "Regex",
+    "ToolCalls",
+    "ConstraintError",
     "ConfigError",
     "ContextLengthError",
     "DraftApproxError",

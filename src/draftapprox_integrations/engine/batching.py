@@ -6,9 +6,10 @@ its prefilled cache into a free slot, whatever the batch has decoded so far: row
 row, another budget, full KV of another prompt length) share each forward, each masked to its own entries. A
 row leaves by moving the last row into its slot, so the live rows are always the first ``len(batch)`` slots.
 
-Per step, on the device: the forward over the rows' last tokens at their true positions, the sampling of every
-row's next token (``engine.sampling``: greedy or a seeded draw that does not depend on the other rows), and
-the update of tokens, positions and lengths in place. The only host read is the next token of every row, in
+Per step, on the device: the forward over the rows' last tokens at their true positions, the mask of each
+constrained row's logits by its token bitmask (``engine.grammar``; refilled on the host after each read), the
+sampling of every row's next token (``engine.sampling``: greedy or a seeded draw that does not depend on the
+other rows), and the update of tokens, positions and lengths in place. The only host read is the next token of every row, in
 one copy: the host needs it for text, EOS and stop sequences. On CUDA the whole step can be one captured graph
 (``engine.graphs``); elsewhere (and with graphs off) it runs eagerly, the same code.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .grammar import mask_logits, unpack_bits
 from .sampling import SamplingRule, rule_tensors, sample_tokens
 from .slots import LayerKind, SlotStore, bucket, entries_per_layer, layer_kinds, row_size
 
@@ -34,7 +36,8 @@ HEADROOM = 256
 class Joining:
     """What a row brings to a batch: its one-row prefilled cache (copied in; the caller may drop it), the
     token it feeds first and that token's true position, its sampling rule and how many tokens it has
-    sampled (the step of its next draw); ``headroom``: the tokens it may still write."""
+    sampled (the step of its next draw); ``headroom``: the tokens it may still write; ``mask``: a constrained
+    row's next-token bitmask (int32 [words], ``engine.grammar``), None for a free row."""
 
     cache: Any
     token: int
@@ -42,13 +45,17 @@ class Joining:
     rule: SamplingRule
     sampled: int = 1
     headroom: int = HEADROOM
+    mask: torch.Tensor | None = None
 
 
-def first_token(logits: torch.Tensor, rule: SamplingRule) -> int:
-    """A row's first token, from the prefill's logits [vocab] (its step-0 draw)."""
+def first_token(logits: torch.Tensor, rule: SamplingRule, mask: torch.Tensor | None = None) -> int:
+    """A row's first token, from the prefill's logits [vocab] (its step-0 draw), under ``mask`` when given."""
     temperature, top_p, keys = rule_tensors([rule], logits.device)
     steps = torch.zeros(1, dtype=torch.int64, device=logits.device)
-    token = sample_tokens(logits[None], temperature, top_p, keys, steps, randomized=not rule.greedy, nucleus=rule.nucleus)
+    logits = logits[None]
+    if mask is not None:
+        logits = mask_logits(logits.float(), mask.to(logits.device)[None], unpack_bits(logits.device))
+    token = sample_tokens(logits, temperature, top_p, keys, steps, randomized=not rule.greedy, nucleus=rule.nucleus)
     return int(token.tolist()[0])
 
 
@@ -71,6 +78,9 @@ class DecodeBatch:
         self.lent = False  # a row's prompt entries were handed over as views of the store: never refill it
         self._written: list[list[int]] = []  # host mirror of the rows' entries per layer
         self._rules: list[SamplingRule] = []
+        self._masked: list[bool] = []  # which rows are constrained (their bitmask is refilled every step)
+        self.bitmask: torch.Tensor | None = None  # int32 [slots, words], made when a constrained row first joins
+        self._bits = unpack_bits(self.device)
         # ``slots``: the rows expected to join soon (the loop knows how many requests are starting): the store
         # is made that wide at once, since growing it later copies every buffer (twice the memory meanwhile).
         slots = max(1, min(slots, max_slots))
@@ -106,9 +116,18 @@ class DecodeBatch:
         values = torch.tensor([joining.token, joining.position, joining.sampled, 1], dtype=torch.int64)
         self.tokens[slot], self.positions[slot], self.steps[slot], self.live[slot] = values.to(self.device)
         self.temperature[slot], self.top_p[slot], self.keys[slot] = temperature[0], top_p[0], keys[0]
+        if joining.mask is not None and self.bitmask is None:
+            self._make_bitmask(len(joining.mask))
+        if self.bitmask is not None:
+            self.bitmask[slot] = -1 if joining.mask is None else joining.mask.to(self.device)
         self.rows.append(row)
         self._written.append(written)
         self._rules.append(joining.rule)
+        self._masked.append(joining.mask is not None)
+
+    def set_mask(self, index: int, mask: torch.Tensor) -> None:
+        """Row ``index``'s next-token bitmask (a constrained row's, after each step), copied into its slot."""
+        self.bitmask[index].copy_(mask, non_blocking=True)
 
     def prompt_prefix(self, index: int, n: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """The first ``n`` entries of row ``index`` in every full-attention layer (read before the row leaves).
@@ -138,7 +157,10 @@ class DecodeBatch:
         self.rows = [self.rows[i] for i in order]
         self._written = [self._written[i] for i in order]
         self._rules = [self._rules[i] for i in order]
+        self._masked = [self._masked[i] for i in order]
         self.live[live:] = 0
+        if self.bitmask is not None:
+            self.bitmask[live:] = -1  # dead slots allow every token: their (unread) draws stay finite
         self.store.lengths[:, live:] = 0
 
     # -- stepping -----------------------------------------------------------------------------------
@@ -152,13 +174,14 @@ class DecodeBatch:
         self._ensure(slots=rows, capacity=max(max(self._full(w)) for w in self._written))
         randomized = any(not r.greedy for r in self._rules)
         nucleus = any(r.nucleus for r in self._rules)
+        constrained = any(self._masked)
         if self.graphs is not None:
-            self.graphs.run(self, rows, randomized, nucleus)
+            self.graphs.run(self, rows, randomized, nucleus, constrained)
         else:
-            self.forward_and_sample(rows, randomized, nucleus)
+            self.forward_and_sample(rows, randomized, nucleus, constrained)
         return self.tokens[:rows].tolist()
 
-    def forward_and_sample(self, rows: int, randomized: bool, nucleus: bool) -> None:
+    def forward_and_sample(self, rows: int, randomized: bool, nucleus: bool, constrained: bool = False) -> None:
         """The device work of a step over the first ``rows`` slots, in place on the batch's buffers (no host
         read, no allocation the next step depends on): what a CUDA graph captures."""
         cache = self.store.view(rows)
@@ -172,8 +195,11 @@ class DecodeBatch:
                 logits_to_keep=1,
             )
         live = self.live[:rows]
+        logits = out.logits[:, -1]
+        if constrained:  # known on the host: a batch without constrained rows never pays for the mask
+            logits = mask_logits(logits.float(), self.bitmask[:rows], self._bits)
         nxt = sample_tokens(
-            out.logits[:, -1], self.temperature[:rows], self.top_p[:rows], self.keys[:rows], self.steps[:rows],
+            logits, self.temperature[:rows], self.top_p[:rows], self.keys[:rows], self.steps[:rows],
             randomized=randomized, nucleus=nucleus,
         )
         self.tokens[:rows].copy_(torch.where(live.bool(), nxt, self.tokens[:rows]))
@@ -212,15 +238,20 @@ class DecodeBatch:
             "top_p": torch.ones(slots, dtype=torch.float32, device=self.device),
             "keys": torch.zeros(slots, 2, dtype=torch.int64, device=self.device),
         }
+        if "bitmask" in old:
+            fresh["bitmask"] = torch.full((slots, old["bitmask"].shape[1]), -1, dtype=torch.int32, device=self.device)
         for name, tensor in fresh.items():
             if name in old:
                 n = min(len(old[name]), slots)
                 tensor[:n] = old[name][:n]
             setattr(self, name, tensor)
 
-    @staticmethod
-    def _state_names() -> tuple[str, ...]:
-        return ("tokens", "positions", "steps", "live", "temperature", "top_p", "keys")
+    def _make_bitmask(self, words: int) -> None:
+        self.bitmask = torch.full((self.store.slots, words), -1, dtype=torch.int32, device=self.device)
+
+    def _state_names(self) -> tuple[str, ...]:
+        names = ("tokens", "positions", "steps", "live", "temperature", "top_p", "keys")
+        return names + ("bitmask",) if getattr(self, "bitmask", None) is not None else names
 
     def _state_tensors(self) -> list[torch.Tensor]:
         return [getattr(self, name) for name in self._state_names()]

@@ -178,13 +178,17 @@ class TokenStream:
         self.eos_ids = eos_ids
         self.sampled = 0
 
-    def push(self, token: int) -> DecodeStep:
+    def push(self, token: int, *, last: bool = False) -> DecodeStep:
+        """``last``: the token completes the answer (a constrained answer whose grammar takes nothing more): it
+        is kept and the answer ends as at EOS."""
         self.sampled += 1
         if token in self.eos_ids:
             return DecodeStep(None, self.tracker.flush(), "eos")
         delta, stopped = self.tracker.push(token)
         if stopped:
             return DecodeStep(token, delta, "stop")
+        if last:
+            return DecodeStep(token, delta + self.tracker.flush(), "eos")
         if self.sampled >= self.max_new_tokens:
             return DecodeStep(token, delta + self.tracker.flush(), "length")
         return DecodeStep(token, delta)

@@ -9,6 +9,7 @@ import torch
 
 from . import specpc, speckv
 from .config import DEFAULT_MODEL, SpecKVConfig, SpecPCConfig
+from .constraints import Constraint
 from .errors import ConfigError, EngineUsageError, naming_row
 from .loading import LoadedModel, check_quantization, load_tokenizer, resolve_device, resolve_dtype
 from .locking import FairRLock
@@ -187,6 +188,7 @@ class DraftApproxEngine:
         seed: int | None = None,
         chat: bool | None = None,
         specpc_config: SpecPCConfig | None = None,
+        constraint: Constraint | None = None,
     ) -> speckv.GenerationResult:
         """Answer ``prompt`` with the target, its prompt KV cut to ``budget`` (or ``rate``) entries per layer and KV head.
 
@@ -199,8 +201,9 @@ class DraftApproxEngine:
         SpecPC's cut leaves) overrides config.budget; stats.budget is the resulting budget (``speckv.resolve_rate``).
         prompt_budget / specpc_config: speckv-pc's SpecPC cut, in draft tokens.
         max_new_tokens, temperature (0: greedy), top_p, stop (strings, trimmed from the answer), seed.
-        Every argument is checked before any weight loads; raises ConfigError, EngineUsageError or
-        ContextLengthError.
+        constraint: a JsonSchema, Regex or ToolCalls the answer must match (``engine.constraints``; a token mask per
+        step; ``stats.constraint_complete`` False when max_new_tokens cut it). Every argument is checked before any
+        weight loads; raises ConfigError (ConstraintError), EngineUsageError or ContextLengthError.
         """
         plan = self._plan(prompt, locals())
         return speckv.GenerationResult.from_chunks(self._answer(plan))
@@ -221,16 +224,19 @@ class DraftApproxEngine:
         seed: int | None = None,
         chat: bool | None = None,
         specpc_config: SpecPCConfig | None = None,
+        constraint: Constraint | Sequence[Constraint | None] | None = None,
     ) -> list[speckv.GenerationResult]:
         """:meth:`generate` for several prompts (same options), decoded together: their compressed caches stack,
         so a decode step is one forward for all (up to ``max_batch_size`` rows; the rest join as rows finish).
-        Under greedy decoding the answers equal :meth:`generate`'s one by one; ``seed`` seeds every row alike.
+        Under greedy decoding the answers equal :meth:`generate`'s one by one; ``seed`` seeds every row alike;
+        ``constraint`` is one for all, or a list with one per prompt (None: a free row beside constrained ones).
         Every prompt is checked and tokenised before any work; an error names its prompt (``prompt 2: ...``).
         If one generation fails, the others are cancelled and its error is raised, naming its prompt.
         """
         speckv.check_prompt_list(prompts)
         options = {k: v for k, v in locals().items() if k not in ("self", "prompts")}
-        plans = [naming_row(i, lambda p=prompt: self._plan(p, options)) for i, prompt in enumerate(prompts)]
+        rows = list(zip(prompts, speckv.per_prompt(constraint, len(prompts))))
+        plans = [naming_row(i, lambda p=p, c=c: self._plan(p, {**options, "constraint": c})) for i, (p, c) in enumerate(rows)]
         requests = [self._submit(plan) for plan in plans]  # all at once: the loop prefills them before decoding
         try:
             read = speckv.GenerationResult.from_chunks
@@ -255,15 +261,15 @@ class DraftApproxEngine:
         seed: int | None = None,
         chat: bool | None = None,
         specpc_config: SpecPCConfig | None = None,
+        constraint: Constraint | None = None,
     ) -> GenerationStream:
         """Like :meth:`generate` (same arguments), as an iterator of text deltas; the last chunk carries the
         stats and the finish reason. Arguments and the prompt's length are checked now, before the first chunk
         (for speckv-pc over a prompt longer than the target's context, the cut prompt's length can only be
-        checked once the draft has run: that ContextLengthError comes from the first ``next()``).
-
-        The engine's loop computes the chunks whether or not the reader keeps up: a paused stream, or one read
-        from several threads, holds up no other call; ``close()`` (from any thread, also while another thread
-        waits in ``next()``), or dropping the iterator, ends it before its next forward.
+        checked once the draft has run: that ContextLengthError comes from the first ``next()``). The loop
+        computes the chunks whether or not the reader keeps up: a paused stream, or one read from several
+        threads, holds up no other call; ``close()`` (from any thread) or dropping the iterator ends it before its
+        next forward.
         """
         return self._answer(self._plan(prompt, locals()))
 
@@ -282,16 +288,13 @@ class DraftApproxEngine:
         return GenerationStream(lambda: self._submit(plan), speckv.StreamChunk.is_final)
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "quantization": self.quantization,
-            "draft": self.draft_source.name if self.draft_source else None,
-            "target": self.target_source.name if self.target_source else None,
-        }
+        out: dict[str, Any] = {"device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "quantization": self.quantization,
+                               "draft": self.draft_source.name if self.draft_source else None,
+                               "target": self.target_source.name if self.target_source else None}
         for role, loaded in (("draft", self._draft), ("target", self._target)):
             if loaded is not None:
                 out[f"{role}_load_seconds"] = round(loaded.load_seconds, 3)
         return out
 
     def __repr__(self) -> str:
-        d = self.describe()
-        return f"DraftApproxEngine(draft={d['draft']!r}, target={d['target']!r}, device={d['device']!r}, dtype={d['dtype']!r})"
+        return "DraftApproxEngine(draft={draft!r}, target={target!r}, device={device!r}, dtype={dtype!r})".format(**self.describe())

@@ -4,9 +4,9 @@ A decode step launches about as many kernels as the model has operations (some 1
 costing the host a few microseconds: on a GPU that makes an eager step launch-bound, far above what reading
 the weights and the cache costs. A compressed cache has a fixed size per layer and every buffer of a
 :class:`~draftapprox_integrations.engine.batching.DecodeBatch` (slots, lengths, tokens, positions, sampling
-rules) stays at one address, so the whole step (forward, masks, sampling, the in-place state update) is
+rules, token bitmasks) stays at one address, so the whole step (forward, masks, sampling, the in-place state update) is
 captured once per shape and replayed: the shape is (rows rounded up to a power of two, the store's capacity,
-which sampling path), captured after its first few eager steps. Rows beyond the live ones are dead slots: their length stays 0 and nothing reads them.
+which sampling path, masked or not), captured after its first few eager steps. Rows beyond the live ones are dead slots: their length stays 0 and nothing reads them.
 
 Capturing runs the step twice first (kernels and allocator warm), on the batch's real buffers: the writes
 land where the next real step writes the same values, and the small state tensors are restored, so a
@@ -54,19 +54,19 @@ class GraphedSteps:
         self._graphs.clear()
         self._seen.clear()
 
-    def run(self, batch, rows: int, randomized: bool, nucleus: bool) -> None:
+    def run(self, batch, rows: int, randomized: bool, nucleus: bool, constrained: bool = False) -> None:
         width = _rows_bucket(rows, batch.store.slots)
-        key = (width, batch.store.slots, batch.store.capacity, randomized, nucleus)
+        key = (width, batch.store.slots, batch.store.capacity, randomized, nucleus, constrained)
         graph = self._graphs.get(key)
         if graph is None:
             self._seen[key] = self._seen.get(key, 0) + 1
             if self._seen[key] <= EAGER_STEPS:  # a short decode (a lookahead of a few tokens) never pays a capture
-                batch.forward_and_sample(rows, randomized, nucleus)
+                batch.forward_and_sample(rows, randomized, nucleus, constrained)
                 return
-            graph = self._graphs[key] = self._capture(batch, width, randomized, nucleus)
+            graph = self._graphs[key] = self._capture(batch, width, randomized, nucleus, constrained)
         graph.replay()
 
-    def _capture(self, batch, width: int, randomized: bool, nucleus: bool) -> torch.cuda.CUDAGraph:
+    def _capture(self, batch, width: int, randomized: bool, nucleus: bool, constrained: bool) -> torch.cuda.CUDAGraph:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         state = [batch.tokens, batch.positions, batch.steps, batch.store.lengths]
@@ -75,13 +75,13 @@ class GraphedSteps:
         side.wait_stream(torch.cuda.current_stream(batch.device))
         with torch.cuda.stream(side):
             for _ in range(2):
-                batch.forward_and_sample(width, randomized, nucleus)
+                batch.forward_and_sample(width, randomized, nucleus, constrained)
                 for t, s in zip(state, saved):
                     t.copy_(s)
         torch.cuda.current_stream(batch.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            batch.forward_and_sample(width, randomized, nucleus)
+            batch.forward_and_sample(width, randomized, nucleus, constrained)
         for t, s in zip(state, saved):  # capturing ran nothing, but be explicit: the batch is as it was
             t.copy_(s)
         self.captures += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import tool_prompts
 from .errors import ConfigError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -53,13 +54,33 @@ def normalize_messages(prompt: Prompt, chat: bool | None) -> tuple[Messages | No
                 raise ConfigError(f"each message must be a dict with string 'role' and 'content', got {m!r}")
             check_text(m["role"], f"the role of message {len(messages) + 1}")
             check_text(m["content"], f"message {len(messages) + 1}")
-            messages.append({"role": m["role"], "content": m["content"]})
+            messages.append(_message(m, len(messages) + 1))
         if not any(m["content"].strip() for m in messages):
             raise ConfigError("every message of the prompt is empty")
         if chat is False:
             return None, transcript(messages)
         return messages, None
     raise ConfigError(f"prompt must be a string or a list of {{'role', 'content'}} messages, got {type(prompt).__name__}")
+
+
+def _message(m: dict[str, Any], n: int) -> dict[str, Any]:
+    """A message's role and content, and what a tool conversation adds: an assistant's earlier ``tool_calls``
+    ([{"name", "arguments", "id"?}]), a tool result's ``tool_call_id``."""
+    out = {"role": m["role"], "content": m["content"]}
+    if m.get("tool_calls"):
+        out["tool_calls"] = tool_prompts.check_tool_calls(m["tool_calls"], f"message {n}")
+    if m.get("tool_call_id") is not None:
+        out["tool_call_id"] = str(m["tool_call_id"])
+    return out
+
+
+def with_tools(messages: Messages | None, tools, choice: str) -> Messages:
+    """The messages with ``tools`` (and the tool choice) to render into the prompt (``engine.tool_prompts``)."""
+    if messages is None:
+        raise ConfigError("tools need a chat prompt (messages, or a string with chat=None/True); chat=False sends the "
+                          "text as written, with no place for them")
+    first = {**messages[0], tool_prompts.TOOLS_KEY: {"tools": [dict(t) for t in tools], "choice": choice}}
+    return [first, *messages[1:]]
 
 
 def check_text(text: str, what: str) -> None:
@@ -90,12 +111,15 @@ def encode_prompt(loaded: LoadedModel, messages: Messages | None, text: str | No
     prompt as given, or a transcript of real messages."""
     tok = loaded.tokenizer
     if messages is not None and loaded.has_chat_template:
-        plain = [{"role": m["role"], "content": m["content"]} for m in messages]
-        rendered = tok.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+        rendered = tool_prompts.render(tok, messages)
         # Templates write their own BOS where the model wants one.
         return list(tok(rendered, add_special_tokens=False)["input_ids"])
     if messages is not None:
-        text = messages[0]["content"] if is_plain_text(messages) else transcript(messages)
+        plain = tool_prompts.transcript_messages(messages)
+        if is_plain_text(messages):  # a base model reads the string as given, after the tools (if any)
+            text = "\n\n".join(m["content"] for m in plain)
+        else:
+            text = transcript(plain)
     return list(tok(text, add_special_tokens=True)["input_ids"])
 
 

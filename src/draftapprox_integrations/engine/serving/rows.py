@@ -149,6 +149,8 @@ class DecodeRows:
             step = entry.row.push(token)
             entry.request.send_chunk(entry.row.chunk(step))
             if step.finish_reason is None:
+                if entry.row.mask is not None:  # a constrained row: its next mask, before the next step
+                    batch.set_mask(index, entry.row.mask)
                 return False
             self._answer_ended(entry.request)
             return True

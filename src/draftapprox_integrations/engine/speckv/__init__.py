@@ -11,7 +11,7 @@ from ..prompts import encode_prompt, normalize_messages, transcript
 from .cache import CompressedPrefill, compress_cache
 from .generate import AnswerRow, generation_steps
 from .lookahead import draft_answer
-from .plan import GenerationPlan, check_generation, check_options, check_prompt_list, resolve_rate, tokenize_plan
+from .plan import GenerationPlan, check_generation, check_options, check_prompt_list, per_prompt, resolve_rate, tokenize_plan
 from .prefill import prefill_and_compress, self_draft_steps
 from .results import GenerationResult, GenerationStats, StreamChunk
 from .selection import observation_key_scores, select_kept_indices, streaming_indices
@@ -27,6 +27,7 @@ __all__ = [
     "check_generation",
     "check_options",
     "check_prompt_list",
+    "per_prompt",
     "compress_cache",
     "draft_answer",
     "generation_steps",

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field, replace
 from ..batching import Joining, first_token
 from ..config import METHODS
 from ..decoding import DecodeStep, TokenStream
+from ..grammar import RowGrammar
 from ..prompts import encode_prompt, eos_token_ids
 from ..sampling import SamplingRule
 from ..steps import Steps
 from ..timing import synced_clock
 from .cache import CompressedPrefill, full_bytes_uncut
 from .lookahead import draft_answer, lookahead_for_target, specpc_cut
-from .plan import GenerationPlan, fit_context, resolve_rate
+from .plan import GenerationPlan, fit_context, logits_size, resolve_rate
 from .prefill import prefill_and_compress, self_draft_steps
 from .results import GenerationStats, StreamChunk
 
@@ -195,7 +196,9 @@ class AnswerRow:
 
     ``start()`` samples the first token (from the prefill's logits), ``push(token)`` takes each next one the
     device sampled; each returns the step, and ``chunk(step)`` turns it into a stream chunk, filling the stats
-    on the last one. ``joining()`` is what the row brings to a decode batch (``engine.batching``).
+    on the last one. ``joining()`` is what the row brings to a decode batch (``engine.batching``). A constrained
+    answer's ``grammar`` masks its first token, takes each token and gives the batch its next ``mask``; the
+    answer ends as soon as the grammar takes nothing more. The draft's lookahead is never constrained.
     """
 
     def __init__(self, run: _Run, prefill: CompressedPrefill) -> None:
@@ -205,28 +208,36 @@ class AnswerRow:
         self.first_logits = prefill.first_logits
         self.position = prefill.prompt_len  # the true position of the first new token
         self.rule = SamplingRule.of(plan.temperature, plan.top_p, plan.seed)
-        self.stream = TokenStream(
-            target.tokenizer, max_new_tokens=plan.max_new_tokens, eos_ids=eos_token_ids(target), stop=plan.stop
-        )
+        eos = eos_token_ids(target)
+        self.stream = TokenStream(target.tokenizer, max_new_tokens=plan.max_new_tokens, eos_ids=eos, stop=plan.stop)
+        self.grammar = RowGrammar.start(plan.constraint, target.tokenizer, logits_size(target.model), eos)
         self.model = target.model
         self.device = target.input_device
         self.first_token_at: float | None = None  # set by the first sample: a batched row may wait for others' prefills
         self.completion = 0
         self._last: int | None = None
 
+    @property
+    def mask(self):
+        """The next token's bitmask (a constrained row's), None for a free row."""
+        return self.grammar.mask if self.grammar is not None else None
+
     def start(self) -> DecodeStep:
-        token = first_token(self.first_logits, self.rule)
+        token = first_token(self.first_logits, self.rule, self.mask)
         self.first_token_at = synced_clock(self.device)
         self.run.stats.prefill_seconds = self.first_token_at - self.run.started  # the time to first token
         return self.push(token)
 
     def push(self, token: int) -> DecodeStep:
         self._last = token
-        return self.stream.push(token)
+        if self.grammar is None or token in self.stream.eos_ids:
+            return self.stream.push(token)
+        self.grammar.advance(token)
+        return self.stream.push(token, last=self.grammar.done)
 
     def joining(self) -> Joining:
         return Joining(self.cache, self._last, self.position, self.rule,
-                       headroom=self.stream.max_new_tokens - self.stream.sampled + 1)
+                       headroom=self.stream.max_new_tokens - self.stream.sampled + 1, mask=self.mask)
 
     def joined(self) -> None:
         self.cache = self.first_logits = None  # the batch holds a copy: free the prefill's own tensors
@@ -243,5 +254,9 @@ class AnswerRow:
         stats.total_seconds = ended - run.started
         if run.plan.stop and step.finish_reason != "stop":
             run.notes.append("no stop sequence appeared")
+        if run.plan.constraint is not None:
+            stats.constraint = run.plan.constraint.kind
+            # EOS is sampled only where the grammar accepts; a cut answer is whole only if it happens to be.
+            stats.constraint_complete = self.grammar is None or step.finish_reason == "eos" or self.grammar.accepting
         stats.note = "; ".join(run.notes)
         return StreamChunk(text=step.text, token_id=step.token_id, stats=stats, finish_reason=step.finish_reason)

@@ -8,10 +8,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import METHODS, SpecKVConfig, SpecPCConfig, check_generation_method, check_rate
+from ..constraints import CompiledConstraint, ToolCalls, check_constraint
 from ..decoding import check_stop
+from ..grammar import prepare_grammar
 from ..sampling import check_sampling
 from ..errors import ConfigError, ContextLengthError, EngineUsageError
-from ..prompts import Messages, Prompt, encode_prompt, normalize_messages
+from ..prompts import Messages, Prompt, encode_prompt, eos_token_ids, normalize_messages, with_tools
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class GenerationPlan:
     prompt_ids: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
     rate: float | None = None
+    constraint: CompiledConstraint | None = None  # what the answer may be (``engine.constraints``)
 
     @property
     def needs_draft(self) -> bool:
@@ -76,12 +79,14 @@ def check_options(
     stop: Sequence[str] | str | None = None,
     seed: int | None = None,
     specpc_config: SpecPCConfig | None = None,
+    constraint: Any = None,
 ) -> tuple[SpecKVConfig, tuple[str, ...]]:
     """Every generation option but the prompt, checked: (the resolved SpecKVConfig, the stop sequences).
 
     The one rule for the engine and the adapters (which check their fields with it at construction).
     At most one of ``budget`` / ``rate`` (either replaces ``config.budget``); with a rate the returned
-    config's budget is a placeholder until :func:`resolve_rate` knows the prompt. Raises ConfigError.
+    config's budget is a placeholder until :func:`resolve_rate` knows the prompt. ``constraint``: a JsonSchema,
+    Regex or ToolCalls (``engine.constraints``), compiled to check it. Raises ConfigError (ConstraintError).
     """
     spec = check_generation_method(method)
     if rate is not None:
@@ -111,7 +116,22 @@ def check_options(
         _check_sinks(method, cfg)
     check_sampling(temperature, top_p, max_new_tokens)
     _check_seed(seed)
-    return cfg, check_stop(stop)
+    stops = check_stop(stop)
+    if constraint is not None:
+        compiled = constraint if isinstance(constraint, CompiledConstraint) else check_constraint(constraint)
+        if stops and compiled.grammar is not None:
+            raise ConfigError("stop sequences would cut a constrained answer mid-way; bound its length in the schema "
+                              "(maxLength, maxItems, enum) or with max_new_tokens instead")
+    return cfg, stops
+
+
+def per_prompt(constraint: Any, n: int) -> list[Any]:
+    """generate_batch's ``constraint``: one for every prompt, or a list with one per prompt (None: free)."""
+    if not isinstance(constraint, (list, tuple)):
+        return [constraint] * n
+    if len(constraint) != n:
+        raise ConfigError(f"constraint: a list needs one entry per prompt ({n}), got {len(constraint)}")
+    return list(constraint)
 
 
 def _check_sinks(method: str, cfg: SpecKVConfig) -> None:
@@ -161,18 +181,22 @@ def check_generation(
     chat: bool | None = None,
     specpc_config: SpecPCConfig | None = None,
     has_draft: bool = True,
+    constraint: Any = None,
 ) -> GenerationPlan:
     """Validate every argument (no model is touched); raises ConfigError / EngineUsageError."""
+    compiled = check_constraint(constraint)
     cfg, stops = check_options(
         method=method, budget=budget, rate=rate, config=config, prompt_budget=prompt_budget, max_new_tokens=max_new_tokens,
-        temperature=temperature, top_p=top_p, stop=stop, seed=seed, specpc_config=specpc_config,
+        temperature=temperature, top_p=top_p, stop=stop, seed=seed, specpc_config=specpc_config, constraint=compiled,
     )
     messages, text = normalize_messages(prompt, chat)
+    if compiled is not None and isinstance(compiled.constraint, ToolCalls):
+        messages = with_tools(messages, compiled.tools, compiled.constraint.choice)
     if METHODS[method].needs_draft and not has_draft:
         raise EngineUsageError(f"method={method!r} needs a draft model; use method='snapkv' for draft-free compression")
     return GenerationPlan(
         method, cfg, prompt_budget, max_new_tokens, float(temperature), float(top_p), stops, seed, specpc_config,
-        messages, text, rate=None if rate is None else float(rate),
+        messages, text, rate=None if rate is None else float(rate), constraint=compiled,
     )
 
 
@@ -188,6 +212,8 @@ def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
     ids = encode_prompt(target, plan.messages, plan.text)
     if not ids:
         raise ConfigError("the prompt encodes to no tokens")
+    if plan.constraint is not None:  # compiled for the target's tokenizer now, in the caller's thread
+        prepare_grammar(plan.constraint, target.tokenizer, logits_size(target.model), eos_token_ids(target))
     if not plan.budget_after_cut:
         plan = resolve_rate(plan, len(ids))
     overflows = len(ids) + plan.max_new_tokens > target.context_length
@@ -195,6 +221,11 @@ def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
         return replace(plan, prompt_ids=tuple(ids))  # SpecPC's cut must make it fit: checked after the cut
     max_new, note = fit_context(len(ids), plan.max_new_tokens, target, hint=_too_long_hint(plan))
     return replace(plan, prompt_ids=tuple(ids), max_new_tokens=max_new, notes=plan.notes + note)
+
+
+def logits_size(model) -> int:
+    """The width of a model's logits (its output vocabulary, which may differ from its tokenizer's length)."""
+    return int(model.config.get_text_config().vocab_size)
 
 
 def _too_long_hint(plan: GenerationPlan) -> str:

@@ -34,6 +34,9 @@ class GenerationStats:
     lookahead_text: str = ""
     compressed_prompt_tokens: int | None = None  # speckv-pc: target tokens after SpecPC
     budget: int | None = None
+    constraint: str | None = None  # json_schema | regex | tool_calls, for a constrained answer
+    # A constrained answer: whether it is whole (False only when max_new_tokens cut it before its grammar closed).
+    constraint_complete: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
