@@ -40,9 +40,11 @@ OPTION_FIELDS = ("method", "budget", "rate", "prompt_budget", "config", "max_tok
 KEYWORD_ALIASES = {"model": "target_model", "max_new_tokens": "max_tokens", "model_kwargs": "target_model_kwargs"}
 
 # Message roles -> engine chat roles: LangChain message types (human, ai, system) and LlamaIndex
-# MessageRole values (system, developer, user, assistant, chatbot, model). Tool and function messages
-# are absent on purpose: the adapters do no tool calling.
+# MessageRole values (system, developer, user, assistant, chatbot, model, tool, function). A tool result
+# goes to the chat template as role "tool" (``engine.tool_prompts`` renders it for templates without one).
 ROLES: dict[str, str] = {
+    "tool": "tool",
+    "function": "tool",
     "system": "system",
     "developer": "system",
     "human": "user",
@@ -59,8 +61,7 @@ def engine_role(role: str, owner: str) -> str:
     mapped = ROLES.get(role)
     if mapped is None:
         raise InvalidInputError(
-            f"{owner} does not support {role!r} messages (no tool calling); use system, user (human) or "
-            "assistant (ai) messages"
+            f"{owner} does not support {role!r} messages; use system, user (human), assistant (ai) or tool messages"
         )
     return mapped
 

@@ -69,8 +69,9 @@ def _message(m: dict[str, Any], n: int) -> dict[str, Any]:
     out = {"role": m["role"], "content": m["content"]}
     if m.get("tool_calls"):
         out["tool_calls"] = tool_prompts.check_tool_calls(m["tool_calls"], f"message {n}")
-    if m.get("tool_call_id") is not None:
-        out["tool_call_id"] = str(m["tool_call_id"])
+    for key in ("tool_call_id", "name"):  # a tool result: the call it answers, the tool's name
+        if m.get(key) is not None:
+            out[key] = str(m[key])
     return out
 
 
