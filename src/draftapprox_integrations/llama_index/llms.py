@@ -12,11 +12,17 @@ target has one, as plain text when it has none, and as it is with ``formatted=Tr
 ``formatted=True`` or a ``completion_to_prompt`` of yours formats the prompt) sends it as a system message,
 or for a base model writes it before the prompt. The async forms run the engine in a worker thread. Every
 response's ``additional_kwargs`` holds the token usage and the KV statistics.
+
+It is a ``FunctionCallingLLM``: ``chat_with_tools`` (and its async and streaming forms) decodes under a
+grammar of the tools' schemas (``engine.constraints``), so ``FunctionAgent``, ``predict_and_call``,
+``structured_predict`` and ``as_structured_llm`` work with it; a call comes back as a ``ToolCallBlock``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -32,26 +38,38 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
     TextBlock,
+    ToolCallBlock,
 )
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
-from llama_index.core.llms.custom import CustomLLM
-from llama_index.core.llms.llm import default_completion_to_prompt
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import ToolSelection, default_completion_to_prompt
+from llama_index.core.output_parsers.base import OutputParserException
 
 from .._shared.speckv_options import SpecKVOptions, engine_role, token_usage
 from .._shared.threads import aiter_in_thread, run_in_thread
+from .._shared.tool_calls import CallStream, incomplete_message, parse_answer
+from .._shared.tool_calls import tool_choice as engine_tool_choice
+from ..engine.constraints import ConstraintError, ToolCalls, check_constraint
 from ..engine.errors import DraftApproxError, InvalidInputError
 from ..engine.loading import ModelFacts, describe_model
 
 logger = logging.getLogger(__name__)
 
 
+class IncompleteOutputError(OutputParserException, DraftApproxError, ValueError):
+    """``max_tokens`` ended a constrained answer (a tool call) before its grammar closed (finish reason "length")."""
+
+
 def _message_text(message: ChatMessage) -> str:
     """The text of a message, joined from its TextBlocks; InvalidInputError for any other block (an image,
-    audio, a document, a tool call...), which a text model would otherwise drop without a word."""
+    audio, a document...), which a text model would otherwise drop without a word. Tool calls are not text
+    (``_tool_calls`` reads them)."""
     parts = []
     for block in message.blocks:
+        if isinstance(block, ToolCallBlock):
+            continue
         if not isinstance(block, TextBlock):
             kind = getattr(block, "block_type", None) or type(block).__name__
             raise InvalidInputError(f"SpecKVLLM takes text only; got a {kind!r} content block")
@@ -69,8 +87,50 @@ def to_engine_messages(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
         if not isinstance(message, ChatMessage):
             raise InvalidInputError(f"SpecKVLLM.chat takes a list of ChatMessage; got a {type(message).__name__} in it")
         role = message.role.value if isinstance(message.role, MessageRole) else str(message.role)
-        out.append({"role": engine_role(role, "SpecKVLLM"), "content": _message_text(message)})
+        item: dict[str, Any] = {"role": engine_role(role, "SpecKVLLM"), "content": _message_text(message)}
+        calls = _tool_calls(message)
+        if calls:
+            item["tool_calls"] = calls
+        if item["role"] == "tool":
+            item["tool_call_id"] = message.additional_kwargs.get("tool_call_id")
+            item["name"] = message.additional_kwargs.get("name")
+        out.append(item)
     return out
+
+
+def _tool_calls(message: ChatMessage) -> list[dict[str, Any]]:
+    """An assistant message's calls, from its ToolCallBlocks (or OpenAI-style ``additional_kwargs``)."""
+    calls = [{"name": b.tool_name, "arguments": b.tool_kwargs if isinstance(b.tool_kwargs, dict) else {}, "id": b.tool_call_id}
+             for b in message.blocks if isinstance(b, ToolCallBlock)]
+    for call in message.additional_kwargs.get("tool_calls") or ():
+        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+            args = call["function"].get("arguments")
+            args = json.loads(args) if isinstance(args, str) else (args or {})
+            calls.append({"name": call["function"].get("name"), "arguments": args, "id": call.get("id")})
+    return calls
+
+
+def _tool_spec(tool: Any) -> dict[str, Any]:
+    """A LlamaIndex tool as the engine's {"name", "description", "parameters"}."""
+    metadata = getattr(tool, "metadata", None)
+    if metadata is None or not getattr(metadata, "name", None):
+        raise ConstraintError(f"a tool needs metadata with a name, got {tool!r}")
+    return dict(metadata.to_openai_tool(skip_length_check=True)["function"])
+
+
+def _answer_message(text: str, options: dict[str, Any], stats) -> ChatMessage:
+    """The assistant's message: its text, or under a tool constraint the call as a ToolCallBlock.
+    IncompleteOutputError when max_tokens cut a constrained answer."""
+    constraint = options.get("constraint")
+    if constraint is None:
+        return ChatMessage(role=MessageRole.ASSISTANT, content=text)
+    if stats.constraint_complete is False:
+        raise IncompleteOutputError(incomplete_message("tool call", text))
+    answer = parse_answer(text, constraint.choice)
+    if answer.name is None:
+        return ChatMessage(role=MessageRole.ASSISTANT, content=answer.text)
+    block = ToolCallBlock(tool_call_id=f"call_{uuid.uuid4().hex[:24]}", tool_name=answer.name, tool_kwargs=answer.arguments)
+    return ChatMessage(role=MessageRole.ASSISTANT, blocks=[block])
 
 
 def _info(result_stats, finish_reason: str) -> dict[str, Any]:
@@ -78,7 +138,7 @@ def _info(result_stats, finish_reason: str) -> dict[str, Any]:
     return {"finish_reason": finish_reason, **asdict(token_usage(result_stats)), "speckv": result_stats.to_dict()}
 
 
-class SpecKVLLM(SpecKVOptions, CustomLLM):
+class SpecKVLLM(SpecKVOptions, FunctionCallingLLM):
     """A local LLM whose KV cache keeps only ``budget`` entries per layer and head (SpecKV).
 
     Fields (shared with the LangChain adapters, with the same aliases and checks): ``draft_model`` /
@@ -112,7 +172,11 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
         kwargs = dict(kwargs)
         # LlamaIndex passes its own bookkeeping keywords (e.g. formatted); they are not generation options.
         kwargs.pop("formatted", None)
-        return self.call_options(kwargs)
+        tools, choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
+        options = self.call_options(kwargs)
+        if tools is not None:  # bound by _prepare_chat_with_tools: specs and the engine's choice
+            options["constraint"] = ToolCalls(tools, choice)
+        return options
 
     # -- metadata ------------------------------------------------------------------------------------
 
@@ -137,7 +201,7 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
             context_window=self.context_window or facts.context_length,
             num_output=self.max_tokens,
             is_chat_model=facts.has_chat_template,
-            is_function_calling_model=False,
+            is_function_calling_model=True,
             model_name=f"{self.target_model} ({self.method})",
         )
 
@@ -204,7 +268,7 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
     def _chat_response(self, messages: list[dict[str, str]], options: dict[str, Any]) -> ChatResponse:
         result = self.get_engine().generate(messages, chat=True, **options)
         return ChatResponse(
-            message=ChatMessage(role=MessageRole.ASSISTANT, content=result.text),
+            message=_answer_message(result.text, options, result.stats),
             additional_kwargs=_info(result.stats, result.finish_reason),
         )
 
@@ -213,13 +277,20 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
         return self._chat_response(self._with_system(to_engine_messages(messages)), self._kwargs(kwargs))
 
     def _chat_stream(self, messages: list[dict[str, str]], options: dict[str, Any]):
-        text = ""
+        """Text deltas as they come; under a tool constraint a call streams no text and the last response holds
+        it as a ToolCallBlock."""
+        constraint = options.get("constraint")
+        calls = CallStream(constraint.choice) if constraint is not None else None
+        text, shown = "", ""
         for piece in self.get_engine().stream(messages, chat=True, **options):
             text += piece.text
-            extra = _info(piece.stats, piece.finish_reason or "length") if piece.stats is not None else {}
-            yield ChatResponse(
-                message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece.text, additional_kwargs=extra
-            )
+            delta = piece.text if calls is None else calls.push(piece.text)[0]
+            shown += delta
+            if piece.stats is None:
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=shown), delta=delta)
+                continue
+            yield ChatResponse(message=_answer_message(text, options, piece.stats), delta=delta,
+                               additional_kwargs=_info(piece.stats, piece.finish_reason or "length"))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -234,3 +305,43 @@ class SpecKVLLM(SpecKVOptions, CustomLLM):
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         engine_messages, options = self._with_system(to_engine_messages(messages)), self._kwargs(kwargs)
         return aiter_in_thread(lambda: self._chat_stream(engine_messages, options))
+
+    # -- function calling --------------------------------------------------------------------------------
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """chat() keywords for a call that may (``tool_required``: must) call one of ``tools``; ``tool_choice``
+        ("auto", "required", "none", a tool's name) overrides. One call per answer, whatever
+        ``allow_parallel_tool_calls`` says. The tools are checked now (ConstraintError)."""
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg)
+        specs = [_tool_spec(tool) for tool in tools]
+        if not specs:
+            return {"messages": messages, **kwargs}
+        choice = engine_tool_choice(tool_choice if tool_choice is not None else ("required" if tool_required else "auto"),
+                                    [spec["name"] for spec in specs])
+        check_constraint(ToolCalls(specs, choice))
+        return {"messages": messages, "tools": specs, "tool_choice": choice, **kwargs}
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The calls in a response (its ToolCallBlocks); ValueError when there is none and one was expected."""
+        calls = [
+            ToolSelection(tool_id=block.tool_call_id or "", tool_name=block.tool_name,
+                          tool_kwargs=block.tool_kwargs if isinstance(block.tool_kwargs, dict) else {})
+            for block in response.message.blocks if isinstance(block, ToolCallBlock)
+        ]
+        if not calls and error_on_no_tool_call:
+            raise ValueError(f"expected a tool call, got the text {response.message.content!r}")
+        return calls
