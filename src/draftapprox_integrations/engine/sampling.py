@@ -104,7 +104,9 @@ def gumbel_noise(keys: torch.Tensor, steps: torch.Tensor, vocab: int) -> torch.T
     row = _hash32(step_mix ^ keys[:, 1])
     tokens = _hash32(torch.arange(vocab, device=keys.device, dtype=torch.int64))
     bits = _hash32(row[:, None] ^ tokens[None, :]) >> 8  # 24 bits: exact in float32
-    uniform = (bits.float() + 0.5) / float(1 << 24)  # in (0, 1)
+    # In (0, 1): the top value 2**24 - 0.5 rounds to 2**24 in float32, and u = 1 would give +inf noise, which
+    # beside a masked logit (-inf) makes NaN, which argmax picks; the clamp keeps it just below 1.
+    uniform = ((bits.float() + 0.5) / float(1 << 24)).clamp(max=1.0 - 2.0**-24)
     return -torch.log(-torch.log(uniform))
 
 

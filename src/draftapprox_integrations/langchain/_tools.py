@@ -139,6 +139,8 @@ def structured_runnable(model, schema: Any, method: str, include_raw: bool, stri
 
 
 def _json_schema(schema: Any) -> dict[str, Any]:
+    if isinstance(schema, dict) and "function" not in schema:
+        return schema  # a JSON schema already (LangChain's converter would want a title)
     try:
         return convert_to_json_schema(schema)
     except (ValueError, TypeError) as exc:

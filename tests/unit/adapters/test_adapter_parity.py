@@ -172,10 +172,10 @@ def test_one_role_table_for_both_frameworks():
     llama = [LlamaMessage(role=r, content=c) for r, c in (("system", "s"), ("user", "u"), ("assistant", "a"))]
     expected = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
     assert from_langchain(langchain) == from_llama_index(llama) == expected
-    with pytest.raises(InvalidInputError, match="tool"):
-        from_langchain([ToolMessage("3", tool_call_id="x")])
-    with pytest.raises(InvalidInputError, match="tool"):
-        from_llama_index([LlamaMessage(role="tool", content="3")])
+    # A tool result is role "tool" in both, with the call it answers.
+    tool = {"role": "tool", "content": "3", "tool_call_id": "x", "name": None}
+    assert from_langchain([ToolMessage("3", tool_call_id="x")]) == [tool]
+    assert from_llama_index([LlamaMessage(role="tool", content="3", additional_kwargs={"tool_call_id": "x"})]) == [tool]
 
 
 def test_one_usage_count_in_each_framework_format():

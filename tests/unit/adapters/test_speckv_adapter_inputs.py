@@ -24,15 +24,15 @@ def test_langchain_construction_validates_cheaply():
             cls(method="speckv-pc", budget=64)
 
 
-def test_chat_model_refuses_non_text_and_tool_messages_before_loading():
+def test_chat_model_refuses_non_text_messages_before_loading():
     from draftapprox_integrations.langchain import ChatSpecKV
 
     chat = ChatSpecKV(budget=64, device="cpu", dtype="float16")  # an engine no other test loads
     image = HumanMessage(content=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
     with pytest.raises(InvalidInputError, match="text only"):
         chat.invoke([image])
-    with pytest.raises(InvalidInputError, match="tool"):
-        chat.invoke([HumanMessage(content="hi"), ToolMessage(content="3", tool_call_id="x")])
+    with pytest.raises(InvalidInputError, match="text only"):
+        chat.invoke([HumanMessage(content="hi"), ToolMessage(content=[{"type": "image", "base64": "AAAA"}], tool_call_id="x")])
     with pytest.raises(ConfigError, match="unsupported option"):
         chat.invoke("hi", frequency_penalty=0.5)
     assert chat.get_engine().loaded is False
