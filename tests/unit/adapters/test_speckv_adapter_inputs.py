@@ -32,7 +32,7 @@ def test_chat_model_refuses_non_text_messages_before_loading():
     with pytest.raises(InvalidInputError, match="text only"):
         chat.invoke([image])
     with pytest.raises(InvalidInputError, match="text only"):
-        chat.invoke([HumanMessage(content="hi"), ToolMessage(content=[{"type": "image", "base64": "AAAA"}], tool_call_id="x")])
+        chat.invoke([HumanMessage(content="hi"), ToolMessage(content=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}], tool_call_id="x")])
     with pytest.raises(ConfigError, match="unsupported option"):
         chat.invoke("hi", frequency_penalty=0.5)
     assert chat.get_engine().loaded is False

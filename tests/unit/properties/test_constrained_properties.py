@@ -50,25 +50,25 @@ def test_generated_schemas_parse_validate_or_raise(engine):
     from draftapprox_integrations.langchain import ChatSpecKV
     from draftapprox_integrations.langchain._tools import IncompleteOutputError
 
-    chat = ChatSpecKV(engine=engine, method="full", max_tokens=40, temperature=1.0, seed=3)
+    chat = ChatSpecKV(engine=engine, method="full", temperature=1.0)
     seen = {"whole": 0, "cut": 0}
 
     @settings(max_examples=examples(50), **SETTINGS)
-    @given(schema=SCHEMAS, seed=st.integers(0, 2**16))
-    def check(schema, seed):
+    @given(schema=SCHEMAS, seed=st.integers(0, 2**16), budget=st.integers(4, 32))
+    def check(schema, seed, budget):
         messages = [{"role": "system", "content": schema_instruction(schema)}, {"role": "user", "content": "Describe it."}]
-        answer = engine.generate(messages, method="full", max_new_tokens=40, temperature=1.0, seed=seed,
+        answer = engine.generate(messages, method="full", max_new_tokens=budget, temperature=1.0, seed=seed,
                                  constraint=JsonSchema(schema))  # what the adapter sends
         structured = chat.with_structured_output(schema, method="json_schema")
         if answer.stats.constraint_complete:
             seen["whole"] += 1
             jsonschema.validate(json.loads(answer.text), schema)
-            assert structured.invoke("Describe it.", seed=seed) == json.loads(answer.text)
+            assert structured.invoke("Describe it.", seed=seed, max_tokens=budget) == json.loads(answer.text)
         else:
             seen["cut"] += 1
             assert answer.finish_reason == "length"
             with pytest.raises(IncompleteOutputError, match="finish reason 'length'"):
-                structured.invoke("Describe it.", seed=seed)
+                structured.invoke("Describe it.", seed=seed, max_tokens=budget)
 
     check()
     assert seen["whole"] and seen["cut"], seen  # both outcomes were exercised
