@@ -57,3 +57,7 @@ def test_readme_runs_top_to_bottom_and_answers_its_question(capsys):
     assert namespace["batch"][0].token_ids == namespace["answer"].token_ids  # a batch answers like one call
     assert out.count(code) >= 6, out  # printed by the LangChain, LlamaIndex, chat, generate, stream and batch blocks
     assert namespace["result"].compressed_tokens <= namespace["result"].budget
+    # Tools and structured answers: a call that parses, and the door code extracted into a schema by both frameworks.
+    assert namespace["call"]["name"] == "add" and namespace["call"]["args"] == {"a": 3, "b": 5}
+    assert namespace["found"].code == namespace["door"].code == code
+    assert namespace["agent_answer"].tool_calls[0].tool_kwargs == {"a": 6, "b": 7} and "42" in str(namespace["agent_answer"])
