@@ -199,10 +199,10 @@ class SpecKVConfig(_ConfigMixin):
     answer's sources, and a 32-token window is half of a 64-entry budget; scoring with the lookahead alone
     and keeping only the last 8 tokens gave +14.9 points at 64 entries and +7.7 at 128 over the paper's rule
     there (tuning run 3). The held-out split (other seeds, 2k/4k/8k) reports them. ``allocation="global"``
-    won a further +7.2 points at 64 entries (none at 128) on the tuning split but stays opt-in: a request's
-    per-layer shapes are then its own, so its decode cannot share a batch with other requests
-    (engine.batching), and the layer-wise prefill holds up to 3x the mean per layer until every layer is
-    scored.
+    won a further +7.2 points at 64 entries (none at 128) on the tuning split but stays opt-in: the
+    layer-wise prefill holds up to 3x the mean per layer until every layer is scored, and a decode slot is
+    as long as the request's longest layer (``engine.slots``: each layer masked to its own entries, so such
+    rows still share a batch with any other).
     """
 
     budget: int = 256
