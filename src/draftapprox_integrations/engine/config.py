@@ -184,6 +184,10 @@ class SpecKVConfig(_ConfigMixin):
     lookahead_tokens: draft tokens to generate as the approximate answer (None: as many as the target's
     max_new_tokens).
     sink_tokens: first entries StreamingLLM (the baseline) always keeps; the rest of its budget is recent.
+    coverage: a budget that sizes itself (None: ``budget`` entries in every layer). Each layer keeps the fewest
+    keys per KV head whose share of the observation queries' attention (the lookahead's) reaches
+    ``coverage`` (one count per layer, the largest its heads need), at least ``coverage_floor`` besides the
+    kept tail, at most ``budget``: a one-needle question keeps little, an aggregation over the text much.
 
     The default kernel is 15, not the paper's 7 (``SpecKVConfig.paper()``): the embedded SmolLM2 tokenizes
     numbers one digit per token, so a 7-digit value is 7 keys, and a kernel of 7 centred on the digit the
@@ -215,6 +219,8 @@ class SpecKVConfig(_ConfigMixin):
     keep_last: int | None = 8
     allocation: str = "uniform"
     score_window: bool = False
+    coverage: float | None = None
+    coverage_floor: int = 16
 
     @classmethod
     def paper(cls, **changes: Any) -> SpecKVConfig:
@@ -238,6 +244,12 @@ class SpecKVConfig(_ConfigMixin):
         _check_choice("allocation", self.allocation, _ALLOCATIONS)
         if not isinstance(self.score_window, bool):
             raise ConfigError(f"score_window must be True or False, got {self.score_window!r}")
+        if self.coverage is not None:
+            if isinstance(self.coverage, bool) or not isinstance(self.coverage, (int, float)) or not 0 < self.coverage <= 1:
+                raise ConfigError(f"coverage must be a share of the attention in (0, 1], got {self.coverage!r}")
+            if self.allocation != "uniform":
+                raise ConfigError("coverage sizes each layer from its own attention: it replaces allocation='global'")
+        _check_positive_int("coverage_floor", self.coverage_floor, allow_zero=True)
         if self.window_size > self.budget:
             raise ConfigError(
                 f"window_size ({self.window_size}) is larger than budget ({self.budget}): the window is always "

@@ -29,7 +29,7 @@ import torch
 from ..engine.config import SpecKVConfig
 from ..engine.scoring import pool1d
 from ..engine.speckv.prefill import kept_tail
-from ..engine.speckv.selection import layer_counts, round_to_total, select_all_layers
+from ..engine.speckv.selection import coverage_count, layer_counts, round_to_total, select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
 from .layer_profiles import LAYER_PROFILES
 
@@ -163,19 +163,20 @@ def _pick_two(pooled: torch.Tensor, window: torch.Tensor, n: int, window_share: 
 
 
 def coverage_counts(obs: Observation, o: Options, outside: int, most: int) -> dict[int, int]:
-    """A budget that sizes itself: per layer, the fewest keys per KV head whose share of the lookahead's
-    attention mass (with the always-kept tail's) reaches ``o.coverage``; one count per layer (the max or the
-    mean over its heads: a layer's heads share one cache shape), between ``o.cover_min`` and ``most``."""
+    """A budget that sizes itself (``engine.speckv.selection.coverage_count``): per layer, the fewest keys per
+    KV head whose share of the lookahead's attention mass (with the always-kept tail's) reaches
+    ``o.coverage``, between ``o.cover_min`` and ``most``; one count per layer, the most its heads need, or
+    (``cover_heads="mean"``) their mean."""
     counts = {}
+    tail = obs.prompt_len - outside
     for i, s in obs.layers.items():
         look = s.look_sum if s.look_sum is not None else s.window_sum
         mass = look.reshape(obs.kv_heads, -1, look.shape[-1]).sum(dim=1)  # [Hkv, prompt_len]
-        need = o.coverage * mass.sum(dim=-1) - mass[:, outside:].sum(dim=-1)
-        ordered = mass[:, :outside].sort(dim=-1, descending=True).values.cumsum(dim=-1)
-        per_head = (ordered < need[:, None]).sum(dim=-1) + 1  # keys until the cumulative mass reaches the need
-        per_head = torch.where(need > 0, per_head, torch.zeros_like(per_head)).float()
-        count = per_head.amax() if o.cover_heads == "max" else per_head.mean()
-        counts[i] = int(min(max(int(count.ceil()), o.cover_min), most, outside))
+        if o.cover_heads == "max":
+            counts[i] = coverage_count(mass, tail=tail, coverage=o.coverage, floor=o.cover_min, most=most)
+        else:
+            per_head = [coverage_count(m, tail=tail, coverage=o.coverage, floor=0, most=outside) for m in mass]
+            counts[i] = int(min(max(round(sum(per_head) / len(per_head)), o.cover_min), most, outside))
     return counts
 
 
