@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..engine.config import SpecKVConfig
+from ..engine.errors import ConfigError
 from ..engine.scoring import pool1d
 from ..engine.speckv.prefill import kept_tail
 from ..engine.speckv.selection import coverage_count, layer_counts, round_to_total, select_all_layers
@@ -187,6 +188,8 @@ def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[i
     if o.profile is not None:
         width = pooled[layers[0]].shape[-1]
         shares = LAYER_PROFILES[o.profile]
+        if len(shares) != len(layers):
+            raise ConfigError(f"layer profile {o.profile!r} has {len(shares)} layers; the model has {len(layers)}")
         raw = [min(share * n * len(layers), width) for share in shares]
         return dict(zip(layers, round_to_total(raw, min(n * len(layers), width * len(layers)))))
     if o.allocation == "pyramid":  # PyramidKV: 1.5x the mean at the bottom to 0.5x at the top

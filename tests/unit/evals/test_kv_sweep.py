@@ -29,7 +29,8 @@ def _observation(seed: int = 0, look: bool = True) -> Observation:
     return Observation(P, WINDOW, HKV, layers, torch.arange(P) // 4, {}, {}, torch.zeros(3), [], "")
 
 
-FIXED = [name for name in CANDIDATES if "-cov" not in name]  # the self-sizing ones are tested below
+# The self-sizing ones and the per-model profiles (30 layers: SmolLM2's) are tested below.
+FIXED = [name for name in CANDIDATES if "-cov" not in name and "-profile-" not in name]
 
 
 @pytest.mark.parametrize("name", FIXED)
@@ -150,3 +151,20 @@ def test_a_layer_profile_is_the_mean_share_of_the_global_allocation():
     assert learn_profile(rows, 64) == (0.2, 0.3, 0.5)
     with pytest.raises(ValueError, match="budget 128"):
         learn_profile(rows, 128)
+
+
+@pytest.mark.parametrize("name", [n for n in CANDIDATES if "-profile-" in n])
+def test_a_layer_profile_keeps_the_budgets_bytes_in_its_shares(name):
+    from draftapprox_integrations.evals.layer_profiles import LAYER_PROFILES
+
+    shares = LAYER_PROFILES[name.split("-profile-")[1]]
+    g = torch.Generator().manual_seed(5)
+    layers = {i: HeadScores(torch.rand(HQ, P, generator=g), torch.rand(HQ, P, generator=g), WINDOW,
+                            torch.rand(HQ, P, generator=g), torch.rand(HQ, P, generator=g), 7) for i in range(len(shares))}
+    obs = Observation(P, WINDOW, HKV, layers, torch.arange(P) // 4, {}, {}, torch.zeros(3), [], "")
+    kept = CANDIDATES[name](obs, 72)
+    counts = [kept[i].shape[-1] - 8 for i in range(len(shares))]
+    assert sum(counts) == 64 * len(shares)  # the same bytes as 72 entries everywhere
+    assert [abs(c - s * 64 * len(shares)) <= 1 for c, s in zip(counts, shares)] == [True] * len(shares)
+    with pytest.raises(ConfigError, match="has 30 layers; the model has 5"):
+        CANDIDATES[name](_observation(), 72)
