@@ -64,8 +64,9 @@ def _one_by_one(engine, prompts, **options):
         dict(method="full"),
         dict(method="speckv", config=CFG.replace(lookahead_tokens=3)),
         dict(method="speckv", config=CFG.replace(allocation="global")),
+        dict(method="speckv", config=CFG.replace(budget=40, coverage=0.6, coverage_floor=4)),
     ],
-    ids=["speckv", "snapkv", "streamingllm", "full", "speckv-lookahead3", "speckv-global"],
+    ids=["speckv", "snapkv", "streamingllm", "full", "speckv-lookahead3", "speckv-global", "speckv-coverage"],
 )
 def test_a_batch_answers_like_the_same_calls_one_by_one(engine, options):
     options = dict(options, max_new_tokens=12)
