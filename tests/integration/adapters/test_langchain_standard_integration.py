@@ -20,6 +20,7 @@ import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 
 from draftapprox_integrations.langchain import ChatSpecKV
+from draftapprox_integrations.langchain._tools import IncompleteOutputError
 from tests.helpers import SMOLLM2
 
 TEXT_ONLY = "text only: SmolLM2 reads no {} (such a block raises InvalidInputError, tested in tests/unit/adapters)"
@@ -51,7 +52,19 @@ NOT_APPLICABLE = {
 
 # What SmolLM2-135M gets wrong although the grammar holds every answer to its shape (measured; strict: a pass
 # shows up as a failure, so the list stays true).
-MODEL_LIMITS: dict[str, str] = {}
+LOST = ("at budget 8 (window 4) SpecKV keeps 8 of the prompt's ~150-250 tokens (tools or schema included): SmolLM2 "
+        "loses the question and {}; the grammar still holds the shape")
+MODEL_LIMITS: dict[str, str] = {
+    "test_tool_calling": LOST.format("calls magic_function with input 0, not 3"),
+    "test_tool_calling_async": LOST.format("calls magic_function with input 0, not 3"),
+    "test_agent_loop": "tool_choice auto: SmolLM2 answers the weather question in text instead of calling get_weather",
+    "test_bind_runnables_as_tools": LOST.format("writes 'systemsystem...' as answer_style until max_tokens cuts it"),
+    "test_unicode_tool_call_integration": LOST.format("writes 'systemsystem...' as customer_name until the cut"),
+    "test_json_mode": LOST.format("writes an object of other keys (json_mode holds it to JSON, not to Joke)"),
+    "test_structured_output_optional_param": LOST.format("repeats 'system' inside a string until the cut"),
+}
+# One parameter of a test (the others pass): its measured failure is asserted, so a change shows up.
+PARAM_LIMITS = {("test_structured_output", "typeddict"), ("test_structured_output_async", "typeddict")}
 
 
 class TestChatSpecKVIntegration(ChatModelIntegrationTests):
@@ -99,11 +112,23 @@ def _own(name: str):
     """A copy of the upstream test for one class: a mark on it (skip, xfail) must not mark the upstream function
     that the other class runs."""
     upstream = getattr(ChatModelIntegrationTests, name)
+
+    def limited(kwargs) -> bool:
+        return (name, kwargs.get("schema_type")) in PARAM_LIMITS
+
     if inspect.iscoroutinefunction(upstream):
         async def test(self, *args, **kwargs):
+            if limited(kwargs):  # measured: the string runs on until max_tokens cuts it (see LOST)
+                with pytest.raises(IncompleteOutputError):
+                    await upstream(self, *args, **kwargs)
+                return None
             return await upstream(self, *args, **kwargs)
     else:
         def test(self, *args, **kwargs):
+            if limited(kwargs):
+                with pytest.raises(IncompleteOutputError):
+                    upstream(self, *args, **kwargs)
+                return None
             return upstream(self, *args, **kwargs)
     return functools.wraps(upstream)(test)
 
