@@ -8,6 +8,7 @@ Two phases, never at once (2 cores):
           budget (vllm_xargs), then without SpecKV arguments; a second server with no plugin answers plain.
           Rows compare token ids; at the first differing token the server's top-2 logprob gap is shown.
                                                                                -> server.jsonl, summary.json
+  summary: summary.json again from server.jsonl.
 Run from the repository root:  .venv/bin/python results/cpu/vllm/compare_engine.py engine|server
 """
 
@@ -24,6 +25,7 @@ sys.path.insert(0, str(REPO))
 HERE = Path(__file__).resolve().parent
 TASKS = ("niah_single", "niah_multikey", "niah_multivalue", "vt", "fwe")
 LENGTH, PER_TASK, BUDGET, SEED = 2048, 4, 128, 0
+EOS = {2}  # SmolLM2-135M-Instruct's <|im_end|> (config.json eos_token_id)
 
 
 def engine_phase() -> None:
@@ -66,6 +68,8 @@ def _complete(base: str, row: dict, xargs: dict | None) -> dict:
     lp = choice["logprobs"]
     ids = [int(t.split(":")[1]) for t in lp["tokens"]]
     tops = [{int(k.split(":")[1]): v for k, v in top.items()} for top in lp["top_logprobs"]]
+    if choice["finish_reason"] == "stop" and ids and ids[-1] in EOS:
+        ids, tops = ids[:-1], tops[:-1]  # the engine's token ids leave the EOS out; vLLM's logprobs list it
     return dict(ids=ids, text=choice["text"], tops=tops, seconds=round(time.perf_counter() - started, 2))
 
 
@@ -102,21 +106,42 @@ def server_phase() -> None:
     with open(HERE / "server.jsonl", "w") as out:
         for row in rows:
             out.write(json.dumps({k: v for k, v in row.items() if k != "prompt_ids"} | {"prompt_tokens": len(row["prompt_ids"])}) + "\n")
+    summary_phase()
+
+
+def _strip_eos(ids: list[int]) -> list[int]:
+    return ids[:-1] if ids and ids[-1] in EOS else ids
+
+
+def summary_phase() -> None:
+    """summary.json from server.jsonl. Token lists are compared without a final EOS: the engine's ids leave it
+    out, vLLM's logprobs list it (rows written before _complete dropped it carry it)."""
+    from draftapprox_integrations.evals.scoring import score_prediction
+
+    rows = [json.loads(line) for line in open(HERE / "server.jsonl")]
+    for r in rows:
+        r["equal"] = _strip_eos(r["engine_ids"]) == _strip_eos(r["server_ids"])
+        r["full_kv_score"] = score_prediction(r["plain_plugin_text"], r["answers"], r["match"])
+    mean = lambda key: round(sum(r[key] for r in rows) / len(rows), 4)  # noqa: E731
     summary = dict(
         n=len(rows), budget=BUDGET, length=LENGTH, tasks=TASKS, per_task=PER_TASK, seed=SEED,
-        speckv_equal_to_engine=sum(r["difference"] is None for r in rows),
-        engine_mean_score=sum(r["engine_score"] for r in rows) / len(rows),
-        server_mean_score=sum(r["server_score"] for r in rows) / len(rows),
+        speckv_equal_to_engine=sum(r["equal"] for r in rows),
+        speckv_differs_from_full_kv=sum(_strip_eos(r["server_ids"]) != _strip_eos(r["plain_plugin_ids"]) for r in rows),
+        engine_mean_score=mean("engine_score"), server_mean_score=mean("server_score"),
+        full_kv_mean_score=mean("full_kv_score"),
         same_score=sum(r["engine_score"] == r["server_score"] for r in rows),
-        plain_equal_to_no_plugin=sum(r["plain_plugin_ids"] == r["plain_noplugin_ids"] for r in rows),
-        differences=[dict(id=r["id"], **r["difference"]) for r in rows if r["difference"] is not None],
-        machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, 2 cores, float32",
+        plain_equal_to_no_plugin=sum(_strip_eos(r["plain_plugin_ids"]) == _strip_eos(r["plain_noplugin_ids"]) for r in rows),
+        differences=[dict(id=r["id"], **r["difference"]) for r in rows if not r["equal"]],
+        per_sample=[dict(id=r["id"], equal=r["equal"], engine=r["engine_score"], server=r["server_score"],
+                         full_kv=r["full_kv_score"], prompt_tokens=r["prompt_tokens"],
+                         answer_tokens=len(r["lookahead_ids"])) for r in rows],
+        machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, 2 cores, float32, OMP_NUM_THREADS=2",
         command="make vllm-setup && .venv/bin/python results/cpu/vllm/compare_engine.py engine && "
                 ".venv/bin/python results/cpu/vllm/compare_engine.py server",
     )
-    (HERE / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    (HERE / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in summary.items() if k != "per_sample"}, indent=1))
 
 
 if __name__ == "__main__":
-    {"engine": engine_phase, "server": server_phase}[sys.argv[1]]()
+    {"engine": engine_phase, "server": server_phase, "summary": summary_phase}[sys.argv[1]]()

@@ -10,6 +10,8 @@ The client side (:mod:`.xargs`, :mod:`.client`) needs no vLLM.
 
 from __future__ import annotations
 
+import logging
+
 PINNED_VLLM = "0.32"
 
 
@@ -26,3 +28,4 @@ def register() -> None:
 
     scheduler.install()
     runner.install()
+    logging.getLogger("vllm.plugins.draftapprox_speckv").info("SpecKV plugin installed (vLLM %s)", vllm.__version__)

@@ -25,7 +25,8 @@ import torch
 from . import layout
 from .xargs import PROMPT_LEN, read_speckv_args
 
-logger = logging.getLogger(__name__)
+# A child of vLLM's own logger, so its lines appear in the server log with vLLM's format and level.
+logger = logging.getLogger(f"vllm.plugins.draftapprox_speckv.{__name__.rsplit('.', 1)[-1]}")
 _LAYER = re.compile(r"layers\.(\d+)\.")
 
 

@@ -24,7 +24,8 @@ from . import layout
 from ..engine.errors import ConfigError
 from .xargs import PROMPT_LEN, read_speckv_args
 
-logger = logging.getLogger(__name__)
+# A child of vLLM's own logger, so its lines appear in the server log with vLLM's format and level.
+logger = logging.getLogger(f"vllm.plugins.draftapprox_speckv.{__name__.rsplit('.', 1)[-1]}")
 
 
 def speckv_supported(vllm_config) -> str | None:
@@ -121,6 +122,7 @@ def _update_from_output(original, scheduler, scheduler_output, model_runner_outp
 def _compact(scheduler, request, entry: Tracked) -> None:
     """The request as the runner left it this step: ``kept`` tokens + its output, its first blocks only."""
     kept, outputs = entry.kept, list(request.output_token_ids)
+    prefilled, freed_count = request.num_prompt_tokens, 0
     stand_in = layout.stand_in_prompt(entry.prompt_ids, kept)
     request.prompt_token_ids = stand_in
     request._all_token_ids[:] = stand_in + outputs
@@ -134,7 +136,10 @@ def _compact(scheduler, request, entry: Tracked) -> None:
         freed = blocks[keep:]
         del blocks[keep:]
         manager.block_pool.free_blocks(reversed(freed))
+        freed_count += len(freed)
     entry.compacted = True
+    logger.info("SpecKV %s: prefilled %d tokens (prompt %d + answer), kept %d entries per layer and KV head; "
+                "%d blocks freed", request.request_id, prefilled, len(entry.prompt_ids), kept, freed_count)
 
 
 def _preempt_request(original, scheduler, request, *args, **kwargs):
