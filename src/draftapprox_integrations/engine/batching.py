@@ -1,136 +1,223 @@
-"""Answers decoding together: one forward per step for every row, each row with its own cache, true
-positions, sampler and stop rules.
+"""Answers decoding together: one forward per step for every row, each row in its own slot of a static cache,
+with its true positions, its own sampling rule, and one host read per step for the whole batch.
 
-Why this batches so well here: a SpecKV (or SnapKV, StreamingLLM) cache holds exactly ``budget`` entries
-per layer and KV head whatever the prompt length, so rows compressed to the same budget stack along the
-batch axis with no padding at all, however long their prompts were. Each row keeps its true position
-(prompt length + tokens so far), passed as ``position_ids``: the cache length says nothing about it.
+Rows live in the slots of a :class:`~draftapprox_integrations.engine.slots.SlotStore`. A row joins by copying
+its prefilled cache into a free slot, whatever the batch has decoded so far: rows of different lengths (a late
+row, another budget, full KV of another prompt length) share each forward, each masked to its own entries. A
+row leaves by moving the last row into its slot, so the live rows are always the first ``len(batch)`` slots.
 
-A row that arrives while a batch is already decoding has ``steps`` fewer entries than the others: it is
-left-padded with masked entries (an attention mask, zeros on the padding), so it can join at once instead
-of waiting for the batch to drain. Padding that every remaining row has is trimmed when rows leave.
-Sliding-window layers (Gemma-3) count the tokens they have seen in one integer shared by the whole batch,
-so on such models a row only joins a batch that has not decoded yet and whose layers have the same lengths.
+Per step, on the device: the forward over the rows' last tokens at their true positions, the sampling of every
+row's next token (``engine.sampling``: greedy or a seeded draw that does not depend on the other rows), and
+the update of tokens, positions and lengths in place. The only host read is the next token of every row, in
+one copy: the host needs it for text, EOS and stop sequences. On CUDA the whole step can be one captured graph
+(``engine.graphs``); elsewhere (and with graphs off) it runs eagerly, the same code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+
+from .sampling import SamplingRule, rule_tensors, sample_tokens
+from .slots import LayerKind, SlotStore, bucket, entries_per_layer, layer_kinds, row_size
 
 
-def cache_shape(cache) -> tuple[tuple[int, int], ...]:
-    """Per layer: (entries held, tokens seen by a sliding layer or 0): rows with equal shapes stack as they are."""
-    shape = []
-    for layer in cache.layers:
-        entries = 0 if layer.keys is None or not getattr(layer, "is_initialized", True) else layer.keys.shape[-2]
-        shape.append((entries, int(getattr(layer, "cumulative_length", 0)) if getattr(layer, "is_sliding", False) else 0))
-    return tuple(shape)
+# Entries a batch allocates at most beyond a joining row's prefill for the tokens it will write: a long
+# max_new_tokens is not paid for up front (the store grows by half when a row reaches its capacity).
+HEADROOM = 256
 
 
-def _has_sliding_layers(shape: tuple[tuple[int, int], ...]) -> bool:
-    return any(seen for _, seen in shape)
+@dataclass
+class Joining:
+    """What a row brings to a batch: its one-row prefilled cache (copied in; the caller may drop it), the
+    token it feeds first and that token's true position, its sampling rule and how many tokens it has
+    sampled (the step of its next draw); ``headroom``: the tokens it may still write."""
+
+    cache: Any
+    token: int
+    position: int
+    rule: SamplingRule
+    sampled: int = 1
+    headroom: int = HEADROOM
+
+
+def first_token(logits: torch.Tensor, rule: SamplingRule) -> int:
+    """A row's first token, from the prefill's logits [vocab] (its step-0 draw)."""
+    temperature, top_p, keys = rule_tensors([rule], logits.device)
+    steps = torch.zeros(1, dtype=torch.int64, device=logits.device)
+    token = sample_tokens(logits[None], temperature, top_p, keys, steps, randomized=not rule.greedy, nucleus=rule.nucleus)
+    return int(token.tolist()[0])
 
 
 class DecodeBatch:
-    """Rows of one model decoding in lock step. ``rows`` are the callers' own objects, in batch order.
+    """Rows of one model decoding in lock step. ``rows`` are the callers' own objects, in slot order.
 
-    ``shape`` is the cache shape every row had when it was prefilled (see :func:`cache_shape`); a row joins
-    only with that shape (``accepts``). ``step(tokens, positions)`` feeds one token per row and returns the
-    next logits [rows, vocab]; ``remove(keep)`` drops finished rows.
+    ``add(row, joining)`` puts a row in the next slot; ``step()`` runs one forward for all rows and returns
+    each row's next token (host ints); ``remove(keep)`` keeps only the rows at ``keep``.
     """
 
-    def __init__(self, model, shape: tuple[tuple[int, int], ...]) -> None:
+    def __init__(self, model, kinds: tuple[LayerKind, ...], *, entries: int, device, max_slots: int = 8,
+                 graphs=None) -> None:
         self.model = model
-        self.shape = shape
+        self.kinds = kinds
+        self.entry_class = bucket(entries)  # rows of about this many entries share this batch
+        self.max_slots = max_slots
+        self.device = torch.device(device)
+        self.graphs = graphs  # a graphs.GraphedSteps, or None: every step runs eagerly
         self.rows: list[Any] = []
-        self.cache = None
-        self.mask: torch.Tensor | None = None  # [rows, entries] (1: a real entry), None while nothing is padded
-        self.steps = 0  # forwards since the last time the batch was empty
+        self.lent = False  # a row's prompt entries were handed over as views of the store: never refill it
+        self._written: list[list[int]] = []  # host mirror of the rows' entries per layer
+        self._rules: list[SamplingRule] = []
+        self.store = SlotStore(kinds, slots=1, capacity=bucket(entries + 1), device=self.device)
+        self._state_for(1)
+
+    @classmethod
+    def for_cache(cls, model, cache, **kwargs) -> DecodeBatch:
+        return cls(model, layer_kinds(cache), entries=row_size(cache), device=cache.layers[0].keys.device, **kwargs)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def accepts(self, shape: tuple[tuple[int, int], ...]) -> bool:
-        if shape != self.shape:
-            return False
-        return not (self.rows and self.steps and _has_sliding_layers(shape))
+    # -- membership ---------------------------------------------------------------------------------
 
-    def add(self, row: Any, cache) -> None:
-        """Append a row whose cache has this batch's prefill shape; it is left-padded to the batch's length."""
-        if not self.rows:
-            self.rows, self.cache, self.mask, self.steps = [row], cache, None, 0
-            return
-        pad = self.steps
-        for mine, theirs in zip(self.cache.layers, cache.layers):
-            if mine.keys is None:
-                continue
-            mine.keys = torch.cat([mine.keys, F.pad(theirs.keys, (0, 0, pad, 0))], dim=0)
-            mine.values = torch.cat([mine.values, F.pad(theirs.values, (0, 0, pad, 0))], dim=0)
-        if pad or self.mask is not None:
-            length = self._length()
-            mask = self.mask if self.mask is not None else self._ones(len(self.rows), length)
-            new = self._ones(1, length)
-            new[:, :pad] = 0
-            self.mask = torch.cat([mask, new], dim=0)
+    def accepts(self, model, cache) -> bool:
+        """Whether a row with this prefilled cache decodes well in this batch: the same model and layout,
+        and a size within a factor of two of the batch's (a small row masked over a far larger capacity
+        would read what it does not use)."""
+        if self.lent or model is not self.model or len(self) >= self.max_slots or layer_kinds(cache) != self.kinds:
+            return False
+        size = bucket(row_size(cache))
+        return size <= 2 * self.entry_class and self.entry_class <= 2 * size
+
+    def add(self, row: Any, joining: Joining) -> None:
+        slot = len(self.rows)
+        written = [min(n, kind.window - 1) if kind.window else n
+                   for n, kind in zip(entries_per_layer(joining.cache), self.kinds)]
+        headroom = max(1, min(joining.headroom, HEADROOM))
+        self._ensure(slots=slot + 1, capacity=max(self._full(written)) + headroom)
+        self.store.write_row(slot, joining.cache)
+        temperature, top_p, keys = rule_tensors([joining.rule], self.device)
+        values = torch.tensor([joining.token, joining.position, joining.sampled, 1], dtype=torch.int64)
+        self.tokens[slot], self.positions[slot], self.steps[slot], self.live[slot] = values.to(self.device)
+        self.temperature[slot], self.top_p[slot], self.keys[slot] = temperature[0], top_p[0], keys[0]
         self.rows.append(row)
+        self._written.append(written)
+        self._rules.append(joining.rule)
+
+    def prompt_prefix(self, index: int, n: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``n`` entries of row ``index`` in every full-attention layer (read before the row leaves).
+
+        The last row of a batch hands over its slot's memory instead of a copy (a self-draft's prompt KV
+        is not held twice); the batch then takes no row again (``lent``)."""
+        if len(self.rows) == 1:
+            self.lent = True
+            return self.store.full_prefix(index, n, copy=False)
+        return self.store.full_prefix(index, n, copy=True)
 
     def remove(self, keep: Sequence[int]) -> None:
-        """Keep only the rows at ``keep`` (batch indices, in order)."""
+        """Keep only the rows at ``keep`` (batch indices, in order); the last rows move into the holes."""
+        keep = list(keep)
         if len(keep) == len(self.rows):
             return
-        self.rows = [self.rows[i] for i in keep]
-        if not self.rows:
-            self.cache, self.mask, self.steps = None, None, 0
-            return
-        index = torch.tensor(list(keep), device=self._device())
-        self.cache.batch_select_indices(index)
-        if self.mask is not None:
-            self.mask = self.mask[index]
-            self._trim_padding()
+        live = len(keep)
+        holes = [i for i in range(live) if i not in keep]
+        movers = [i for i in keep if i >= live]
+        if holes:
+            self.store.move_row(holes, movers)
+            for state in self._state_tensors():
+                state[holes] = state[movers]
+        order = list(range(live))
+        for hole, mover in zip(holes, movers):
+            order[hole] = mover
+        self.rows = [self.rows[i] for i in order]
+        self._written = [self._written[i] for i in order]
+        self._rules = [self._rules[i] for i in order]
+        self.live[live:] = 0
+        self.store.lengths[:, live:] = 0
+
+    # -- stepping -----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def step(self, tokens: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
-        """Feed ``tokens[r]`` at true position ``positions[r]`` for every row r; the next logits [rows, vocab]."""
-        device = self._device()
-        mask = None
-        if self.mask is not None:
-            mask = torch.cat([self.mask, self._ones(len(self.rows), 1)], dim=1)
-        out = self.model(
-            input_ids=torch.tensor([[t] for t in tokens], device=device),
-            position_ids=torch.tensor([[p] for p in positions], device=device),
-            attention_mask=mask,
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
+    def step(self) -> list[int]:
+        """One forward for every row, each fed its last token at its true position, and every row's next
+        token sampled on the device; returns them (the step's one read to the host)."""
+        rows = len(self.rows)
+        self._written = [[w + 1 for w in written] for written in self._written]
+        self._ensure(slots=rows, capacity=max(max(self._full(w)) for w in self._written))
+        randomized = any(not r.greedy for r in self._rules)
+        nucleus = any(r.nucleus for r in self._rules)
+        if self.graphs is not None:
+            self.graphs.run(self, rows, randomized, nucleus)
+        else:
+            self.forward_and_sample(rows, randomized, nucleus)
+        return self.tokens[:rows].tolist()
+
+    def forward_and_sample(self, rows: int, randomized: bool, nucleus: bool) -> None:
+        """The device work of a step over the first ``rows`` slots, in place on the batch's buffers (no host
+        read, no allocation the next step depends on): what a CUDA graph captures."""
+        cache = self.store.view(rows)
+        with cache.masking(self.model):
+            out = self.model(
+                input_ids=self.tokens[:rows, None],
+                position_ids=self.positions[:rows, None],
+                cache=cache,
+                attention_mask=cache.placeholder_mask(),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        live = self.live[:rows]
+        nxt = sample_tokens(
+            out.logits[:, -1], self.temperature[:rows], self.top_p[:rows], self.keys[:rows], self.steps[:rows],
+            randomized=randomized, nucleus=nucleus,
         )
-        self.mask = mask
-        self.steps += 1
-        return out.logits[:, -1]
+        self.tokens[:rows].copy_(torch.where(live.bool(), nxt, self.tokens[:rows]))
+        self.positions[:rows] += live
+        self.steps[:rows] += live
+        self.store.lengths[:, :rows] += live
 
-    def _trim_padding(self) -> None:
-        """Drop leading columns that are padding in every row (they only cost compute)."""
-        real = self.mask.any(dim=0).nonzero()
-        start = int(real[0]) if len(real) else 0
-        if start:
-            for layer in self.cache.layers:
-                if layer.keys is not None:
-                    layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
-            self.mask = self.mask[:, start:]
-        if bool(self.mask.all()):
-            self.mask = None
+    # -- buffers ------------------------------------------------------------------------------------
 
-    def _layer(self):
-        return next(layer for layer in self.cache.layers if layer.keys is not None)
+    def _full(self, written: list[int]) -> list[int]:
+        return [w for w, kind in zip(written, self.kinds) if kind.window is None] or [0]
 
-    def _length(self) -> int:
-        return self._layer().keys.shape[-2]
+    def _ensure(self, *, slots: int, capacity: int) -> None:
+        """Grow the store (and the per-row state) to hold ``slots`` rows of ``capacity`` entries."""
+        grow_slots = slots > self.store.slots
+        grow_capacity = capacity > self.store.capacity
+        if not (grow_slots or grow_capacity):
+            return
+        new_slots = min(max(self.store.slots * 2, slots), max(self.max_slots, slots)) if grow_slots else None
+        new_capacity = bucket(max(capacity, self.store.capacity * 3 // 2)) if grow_capacity else None
+        self.store = self.store.resized(slots=new_slots, capacity=new_capacity)
+        if grow_slots:
+            self._state_for(self.store.slots)
+        if self.graphs is not None:
+            self.graphs.forget()  # captured over the old buffers
 
-    def _device(self) -> torch.device:
-        return self._layer().keys.device
+    def _state_for(self, slots: int) -> None:
+        """Per-slot device state, keeping what the existing slots hold."""
+        old = dict(zip(self._state_names(), self._state_tensors())) if hasattr(self, "tokens") else {}
+        fresh = {
+            "tokens": torch.zeros(slots, dtype=torch.int64, device=self.device),
+            "positions": torch.zeros(slots, dtype=torch.int64, device=self.device),
+            "steps": torch.zeros(slots, dtype=torch.int64, device=self.device),
+            "live": torch.zeros(slots, dtype=torch.int64, device=self.device),
+            "temperature": torch.zeros(slots, dtype=torch.float32, device=self.device),
+            "top_p": torch.ones(slots, dtype=torch.float32, device=self.device),
+            "keys": torch.zeros(slots, 2, dtype=torch.int64, device=self.device),
+        }
+        for name, tensor in fresh.items():
+            if name in old:
+                n = min(len(old[name]), slots)
+                tensor[:n] = old[name][:n]
+            setattr(self, name, tensor)
 
-    def _ones(self, rows: int, length: int) -> torch.Tensor:
-        return torch.ones(rows, length, dtype=torch.long, device=self._device())
+    @staticmethod
+    def _state_names() -> tuple[str, ...]:
+        return ("tokens", "positions", "steps", "live", "temperature", "top_p", "keys")
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        return [getattr(self, name) for name in self._state_names()]

@@ -5,6 +5,8 @@ function. The real attention is always computed by SDPA (on CUDA, SDPA dispatche
 memory-efficient kernels). Only while a :class:`AttentionCapture` is active for a model does the
 function *also* compute softmax(q_W kᵀ) for the last W queries of each layer, in float32, and hand it
 to the capture's reducer. With no capture active the only extra cost is one context-variable lookup.
+Captures (and the layer-wise KV eviction, :class:`AttentionObserver`) live in a context variable, never on
+the model: a forward sees only the observers of the thread or task that runs it.
 
 The mask function must be registered too: without it transformers passes ``attention_mask=None`` to a
 custom implementation, which silently drops padding and Gemma-3's sliding window.
@@ -18,13 +20,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 ATTENTION_NAME = "draftapprox"
 
 # Reducer: (weights [batch, q_heads, W, keys] float32, module) -> anything to store for that layer.
 Reducer = Callable[[torch.Tensor, torch.nn.Module], Any]
 
-_active: contextvars.ContextVar[tuple[AttentionCapture, ...]] = contextvars.ContextVar("draftapprox_captures", default=())
+# The observers of the current context (thread or task): never state on the shared model (see AttentionObserver).
+_active: contextvars.ContextVar[tuple[AttentionObserver, ...]] = contextvars.ContextVar("draftapprox_observers", default=())
 _register_lock = threading.Lock()
 _registered = False
 
@@ -91,7 +95,55 @@ def window_attention(
     return torch.nan_to_num(weights, nan=0.0)
 
 
-class AttentionCapture:
+class AttentionObserver:
+    """Watches the attention calls of ``model`` made in the current context only (a thread, or an asyncio task).
+
+    An observer is entered as a context manager around model calls; the capturing attention then asks it for
+    the layer's :meth:`attention_mask` (a slot cache gives each layer its rows' own), and calls its
+    :meth:`before` (with the query and keys, before SDPA runs) and :meth:`after` (once the layer's attention
+    output is computed) for the layers it :meth:`wants`. It is never attached to the model itself: two
+    engines (two threads) running forwards on one set of weights each see only their own observers, which
+    is what lets any number of engines share a model (FINDINGS-2 D1: forward hooks on the shared modules
+    fired for every thread's forward).
+    """
+
+    def __init__(self, model: torch.nn.Module, *, layers: Iterable[int] | None = None) -> None:
+        mods = attention_modules(model)
+        if not mods:
+            raise ValueError(f"{type(model).__name__} has no attention modules with a layer_idx to observe")
+        impl = getattr(model.config, "_attn_implementation", None)
+        if impl != ATTENTION_NAME:
+            raise RuntimeError(
+                f"attention capture needs the model loaded with attn_implementation={ATTENTION_NAME!r} (has {impl!r})"
+            )
+        self.layers = None if layers is None else frozenset(layers)
+        self._module_ids = {id(m) for m in mods}
+        self._token: contextvars.Token | None = None
+
+    def __enter__(self):
+        self._token = _active.set(_active.get() + (self,))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _active.reset(self._token)
+        self._token = None
+
+    def wants(self, module: torch.nn.Module) -> bool:
+        return id(module) in self._module_ids and (self.layers is None or module.layer_idx in self.layers)
+
+    def attention_mask(self, module, mask):
+        """The mask this layer's attention uses (default: the one the model built)."""
+        return mask
+
+    def before(self, module, query, key, attention_mask, scaling: float, softcap: float | None) -> None:
+        """Called with the layer's inputs to attention (keys after the cache update)."""
+
+    def after(self, module) -> None:
+        """Called once the layer's attention has run (its keys and values are no longer read)."""
+
+
+class AttentionCapture(AttentionObserver):
     """Records, per layer, the attention of the last ``window`` queries to every key during forwards.
 
     Use as a context manager around model calls. ``reducer`` turns each layer's weights into what is kept
@@ -112,33 +164,17 @@ class AttentionCapture:
     ) -> None:
         if window < 1:
             raise ValueError(f"capture window must be >= 1, got {window}")
-        mods = attention_modules(model)
-        if not mods:
-            raise ValueError(f"{type(model).__name__} has no attention modules with a layer_idx to capture")
-        impl = getattr(model.config, "_attn_implementation", None)
-        if impl != ATTENTION_NAME:
-            raise RuntimeError(
-                f"attention capture needs the model loaded with attn_implementation={ATTENTION_NAME!r} (has {impl!r})"
-            )
+        super().__init__(model, layers=layers)
         self.window = window
-        self.layers = None if layers is None else frozenset(layers)
         self.reducer = reducer
         self.stop_after = stop_after
-        self._module_ids = {id(m) for m in mods}
         self.records: dict[int, list[Any]] = {}
-        self._token: contextvars.Token | None = None
 
-    def __enter__(self) -> AttentionCapture:
-        self._token = _active.set(_active.get() + (self,))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._token is not None
-        _active.reset(self._token)
-        self._token = None
-
-    def wants(self, module: torch.nn.Module) -> bool:
-        return id(module) in self._module_ids and (self.layers is None or module.layer_idx in self.layers)
+    def before(self, module, query, key, attention_mask, scaling: float, softcap: float | None) -> None:
+        weights = window_attention(query, key, attention_mask, scaling, self.window, softcap=softcap)
+        self.record(module, weights)
+        if self.stop_after == module.layer_idx:
+            raise ForwardStopped(module.layer_idx)
 
     def record(self, module: torch.nn.Module, weights: torch.Tensor) -> None:
         value = weights if self.reducer is None else self.reducer(weights, module)
@@ -159,22 +195,19 @@ def capturing_attention_forward(
     scaling: float | None = None,
     **kwargs: Any,
 ):
-    captures = _active.get()
-    if captures:
-        for capture in captures:
-            if capture.wants(module):
-                scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-                weights = window_attention(
-                    query, key, attention_mask, scale, capture.window, softcap=kwargs.get("softcap")
-                )
-                capture.record(module, weights)
-                if capture.stop_after == module.layer_idx:
-                    raise ForwardStopped(module.layer_idx)
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    observers = [o for o in _active.get() if o.wants(module)]
+    for observer in observers:
+        attention_mask = observer.attention_mask(module, attention_mask)
+    for observer in observers:
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        observer.before(module, query, key, attention_mask, scale, kwargs.get("softcap"))
     if kwargs.get("softcap") is not None:
         # SDPA has no logit soft-capping (Gemma-2); fall back to the eager kernel for such models.
         from transformers.models.gemma2.modeling_gemma2 import eager_attention_forward
 
-        return eager_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        output = eager_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    else:
+        output = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    for observer in observers:
+        observer.after(module)
+    return output

@@ -1,36 +1,25 @@
-"""The token-by-token decode loop shared by every generation method (and by the draft's lookahead).
+"""The host side of decoding: sampled token ids in, answer text and finish reasons out.
 
-The loop is deliberately plain: one forward per token from a given cache, with explicit ``position_ids``
-so that a compressed cache (fewer entries than tokens seen) still gives every new token its true
-position. Sampling is greedy at temperature 0, otherwise temperature + nucleus (top-p) sampling from a
-seeded generator. Stop sequences are checked on the decoded text (a stop string may span tokens) and
-trimmed from the answer; text that could still be the start of a stop sequence is held back while
-streaming, so a streamed answer never shows a stop sequence that the final answer trims.
+The device side (forwards over a batch of rows, the sampling) is ``engine.batching`` and ``engine.sampling``;
+what comes back to the host each step is one token id per row. Here each row's :class:`TokenStream` turns its
+ids into text deltas and decides when the answer ends: EOS (not part of the answer), a stop sequence (checked
+on the decoded text, since a stop string may span tokens, and trimmed), or ``max_new_tokens``. Text that could
+still be the start of a stop sequence is held back while streaming, so a streamed answer never shows a stop
+sequence that the final answer trims.
+
+Detokenisation is incremental: each step decodes only the few tokens since the last settled point (a token's
+text can depend on its neighbours: byte-level merges, leading spaces), and stop sequences are searched only in
+the new text and the tail that could start one: O(new tokens) per step, not O(answer).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
 
 from .errors import ConfigError
 
-
-def check_sampling(temperature: float, top_p: float, max_new_tokens: int) -> None:
-    """The one rule for sampling options (engine and adapters): NaN and infinity are refused too, since
-    ``nan < 0`` is False and would otherwise reach ``torch.multinomial`` after the whole prefill."""
-    for name, value in (("temperature", temperature), ("top_p", top_p)):
-        if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ConfigError(f"temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
-    if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
+_UNFINISHED = "\ufffd"  # what a multi-byte character decodes to until its last byte arrives
 
 
 def check_stop(stop: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -48,97 +37,121 @@ def check_stop(stop: Sequence[str] | str | None) -> tuple[str, ...]:
     return out
 
 
-class TokenSampler:
-    """Picks the next token from logits: greedy at temperature 0, else temperature + top-p with a seed."""
+class IncrementalDecoder:
+    """Token ids -> text, decoding a short window per token instead of the whole answer each time.
 
-    def __init__(self, temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> None:
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        # A CPU generator keeps sampling reproducible for a seed whatever device the logits live on.
-        self.generator = torch.Generator(device="cpu")
-        if seed is not None:
-            self.generator.manual_seed(int(seed))
-        else:
-            self.generator.seed()
+    The window starts one settled piece back (``prefix``), so a tokenizer that drops the leading space of the
+    first token it decodes drops it from both texts it compares; a piece is settled only once it decodes to
+    whole characters. ``text`` is always the decode of every id pushed so far, less an unfinished character.
+    """
 
-    @property
-    def greedy(self) -> bool:
-        # Below float32's smallest normal number a temperature is argmax anyway, and as a float32 divisor it
-        # would underflow to 0 (NaN probabilities).
-        return self.temperature < torch.finfo(torch.float32).tiny
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.text = ""
+        self._prefix = 0  # ids[_prefix:_read] decode to the end of the settled text
+        self._read = 0
 
-    def __call__(self, logits: torch.Tensor) -> int:
-        logits = logits.reshape(-1).float()
-        if self.greedy:
-            return int(torch.argmax(logits))
-        # Shift by the max first: a tiny positive temperature then sends the other logits to -inf (one-hot)
-        # instead of overflowing the largest to inf (NaN probabilities).
-        probs = torch.softmax((logits - logits.max()) / self.temperature, dim=-1).cpu()
-        if self.top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            cumulative = torch.cumsum(sorted_probs, dim=-1)
-            # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-            outside = cumulative - sorted_probs >= self.top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            choice = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=self.generator)
-            return int(order[choice])
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> str:
+        """Add one id; returns the text it settles (empty while a character is unfinished)."""
+        self.ids.append(int(token_id))
+        return self._settle(final=False)
+
+    def finish(self) -> str:
+        """Whatever is still pending (an unfinished character at the end stays as the tokenizer decodes it)."""
+        return self._settle(final=True)
+
+    def _settle(self, *, final: bool) -> str:
+        if self._read == len(self.ids):
+            return ""
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if not after.startswith(before) or (after.endswith(_UNFINISHED) and not final):
+            if final:  # not a clean continuation: fall back to the whole answer once
+                piece = self._decode(self.ids)[len(self.text) :]
+                self.text += piece
+                self._prefix = self._read = len(self.ids)
+                return piece
+            return ""
+        piece = after[len(before) :]
+        if not piece and not final:
+            return ""  # e.g. a special token, skipped: keep the window where it is
+        self.text += piece
+        self._prefix, self._read = self._read, len(self.ids)
+        return piece
 
 
 class StopTextTracker:
     """Turns a growing list of token ids into text deltas, honouring stop sequences.
 
-    ``push(token_id)`` returns the newly safe text and whether a stop sequence ended the answer. Text is
-    re-decoded from all tokens each step (cheap at answer lengths) because a token's text can depend on
-    its neighbours (byte-level merges, leading spaces).
+    ``push(token_id)`` returns the newly safe text and whether a stop sequence ended the answer; ``flush()``
+    releases what was held back once the answer ends without one. ``text`` is the answer so far (trimmed at
+    the stop once one appeared).
     """
 
     def __init__(self, tokenizer, stop: Sequence[str] = ()) -> None:
-        self.tokenizer = tokenizer
+        self.decoder = IncrementalDecoder(tokenizer)
         self.stop = tuple(stop)
-        self.token_ids: list[int] = []
+        self._longest = max((len(s) for s in self.stop), default=0)
         self.emitted = 0  # characters of the answer already handed out
-        self.text = ""
+        self._searched = 0  # text before this index holds no stop sequence start that is complete
         self.stopped = False
 
-    def _decode(self) -> str:
-        return self.tokenizer.decode(self.token_ids, skip_special_tokens=True)
+    @property
+    def token_ids(self) -> list[int]:
+        return self.decoder.ids
+
+    @property
+    def text(self) -> str:
+        return self.decoder.text
 
     def push(self, token_id: int) -> tuple[str, bool]:
-        self.token_ids.append(int(token_id))
-        text = self._decode()
-        cut = None
-        for s in self.stop:
-            at = text.find(s)
-            if at != -1 and (cut is None or at < cut):
-                cut = at
-        if cut is not None:
-            self.text = text[:cut]
-            self.stopped = True
-            delta = self.text[self.emitted :] if len(self.text) > self.emitted else ""
-            self.emitted = max(self.emitted, len(self.text))
-            return delta, True
-        self.text = text
-        safe = len(text)
-        # An unfinished multi-byte character decodes as U+FFFD until its last byte arrives.
-        while safe > self.emitted and text[safe - 1] == "\ufffd":
-            safe -= 1
-        # Hold back the longest suffix that could be the beginning of a stop sequence.
-        hold = 0
-        for s in self.stop:
-            for k in range(min(len(s) - 1, safe), 0, -1):
-                if text[safe - k : safe] == s[:k]:
-                    hold = max(hold, k)
-                    break
-        safe -= hold
-        delta = text[self.emitted : safe] if safe > self.emitted else ""
-        self.emitted = max(self.emitted, safe)
-        return delta, False
+        self.decoder.push(token_id)
+        return self._release(final=False)
 
     def flush(self) -> str:
         """The held-back remainder once generation ends without a stop sequence."""
-        delta = self.text[self.emitted :]
-        self.emitted = len(self.text)
+        self.decoder.finish()
+        delta, _ = self._release(final=True)
+        return delta
+
+    def _release(self, *, final: bool) -> tuple[str, bool]:
+        text = self.decoder.text
+        cut = self._find_stop(text)
+        if cut is not None:
+            self.decoder.text = text = text[:cut]
+            self.stopped = True
+            return self._emit(len(text)), True
+        safe = len(text)
+        if not final:
+            safe -= self._held(text)
+        return self._emit(safe), False
+
+    def _find_stop(self, text: str) -> int | None:
+        """The earliest stop sequence in text not searched yet (and the tail that could start one)."""
+        if not self.stop:
+            return None
+        start = max(0, self._searched - self._longest + 1)
+        self._searched = len(text)
+        found = [at for s in self.stop if (at := text.find(s, start)) != -1]
+        return min(found) if found else None
+
+    def _held(self, text: str) -> int:
+        """The longest suffix that could be the beginning of a stop sequence (held back while streaming)."""
+        hold = 0
+        for s in self.stop:
+            for k in range(min(len(s) - 1, len(text)), hold, -1):
+                if text.endswith(s[:k]):
+                    hold = k
+                    break
+        return hold
+
+    def _emit(self, upto: int) -> str:
+        delta = self.decoder.text[self.emitted : upto] if upto > self.emitted else ""
+        self.emitted = max(self.emitted, upto)
         return delta
 
 
@@ -152,26 +165,20 @@ class DecodeStep:
 
 
 class TokenStream:
-    """One answer's decode state: it samples each next token and says whether the answer goes on.
+    """One answer's decode state on the host: each sampled id in, a step out, until the answer ends.
 
-    ``next(logits)`` samples from the logits of the last fed position and returns the step; a step without
-    ``finish_reason`` carries a token that must be fed (at ``position``) to get the next logits. EOS is not
-    part of the answer. The same state serves a lone decode loop and a row of a batched one.
+    ``push(token)`` takes the id the device sampled and returns the step; a step without ``finish_reason``
+    carries a token the device feeds next. EOS is not part of the answer. The same state serves an answer
+    that streams to its caller and a draft's lookahead.
     """
 
-    def __init__(
-        self, tokenizer, *, max_new_tokens: int, sampler: TokenSampler, eos_ids: set[int], stop: Sequence[str] = (),
-        next_position: int = 0,
-    ) -> None:
+    def __init__(self, tokenizer, *, max_new_tokens: int, eos_ids: set[int], stop: Sequence[str] = ()) -> None:
         self.tracker = StopTextTracker(tokenizer, stop)
         self.max_new_tokens = max_new_tokens
-        self.sampler = sampler
         self.eos_ids = eos_ids
-        self.position = next_position  # the true position of the next token fed
         self.sampled = 0
 
-    def next(self, logits: torch.Tensor) -> DecodeStep:
-        token = self.sampler(logits)
+    def push(self, token: int) -> DecodeStep:
         self.sampled += 1
         if token in self.eos_ids:
             return DecodeStep(None, self.tracker.flush(), "eos")
@@ -181,55 +188,6 @@ class TokenStream:
         if self.sampled >= self.max_new_tokens:
             return DecodeStep(token, delta + self.tracker.flush(), "length")
         return DecodeStep(token, delta)
-
-    def fed(self) -> int:
-        """Advance past the token just fed; returns its position."""
-        self.position += 1
-        return self.position - 1
-
-
-@torch.no_grad()
-def decode_tokens(
-    model,
-    tokenizer,
-    cache,
-    first_logits: torch.Tensor,
-    next_position: int,
-    *,
-    max_new_tokens: int,
-    sampler: TokenSampler,
-    eos_ids: set[int],
-    stop: Sequence[str] = (),
-    before_feed: Callable[[int], None] | None = None,
-) -> Iterator[DecodeStep]:
-    """Sample up to ``max_new_tokens`` tokens, starting from the logits of the last prompt token.
-
-    ``cache`` holds the (possibly compressed) prompt KV; ``next_position`` is the true position of the
-    first new token (the prompt length), used as ``position_ids`` whatever the cache length is. EOS is not
-    part of the answer. The last step carries ``finish_reason``: "eos", "stop" or "length".
-    ``before_feed(n)`` runs before the forward that feeds the n-th sampled token (1-based), so a caller that
-    captures attention knows which step it is looking at.
-    """
-    stream = TokenStream(
-        tokenizer, max_new_tokens=max_new_tokens, sampler=sampler, eos_ids=eos_ids, stop=stop, next_position=next_position
-    )
-    device = first_logits.device
-    logits = first_logits
-    while True:
-        step = stream.next(logits)
-        yield step
-        if step.finish_reason is not None:
-            return
-        if before_feed is not None:
-            before_feed(stream.sampled)
-        out = model(
-            input_ids=torch.tensor([[step.token_id]], device=device),
-            position_ids=torch.tensor([[stream.fed()]], device=device),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[0, -1]
 
 
 def new_cache(model):
@@ -246,55 +204,3 @@ class Lookahead:
     text: str
     token_ids: list[int]
     finish_reason: str
-
-
-@torch.no_grad()
-def greedy_lookahead(
-    model,
-    tokenizer,
-    cache,
-    first_logits: torch.Tensor,
-    next_position: int,
-    *,
-    max_tokens: int,
-    eos_ids: set[int],
-    stop: Sequence[str] = (),
-    feed_last: bool = True,
-    before_feed: Callable[[int], None] | None = None,
-) -> Lookahead:
-    """The greedy answer that continues ``cache``: the draft's lookahead in SpecPC and SpecKV.
-
-    With ``feed_last`` every kept token is fed through the model, the last one too (decode_tokens never
-    feeds its last sample), so each lookahead token's attention is seen by an active capture and its KV sits
-    in ``cache``. EOS ends the lookahead and is neither kept nor fed.
-    """
-    if max_tokens <= 0:
-        return Lookahead("", [], "length")
-    text, ids, finish, fed = "", [], "length", 0
-
-    def count_feed(n: int) -> None:
-        nonlocal fed
-        fed = n
-        if before_feed is not None:
-            before_feed(n)
-
-    steps = decode_tokens(
-        model, tokenizer, cache, first_logits, next_position,
-        max_new_tokens=max_tokens, sampler=TokenSampler(0.0), eos_ids=eos_ids, stop=stop, before_feed=count_feed,
-    )
-    for step in steps:
-        text += step.text
-        if step.token_id is not None:
-            ids.append(step.token_id)
-        if step.finish_reason:
-            finish = step.finish_reason
-    if feed_last and len(ids) > fed:
-        count_feed(len(ids))
-        model(
-            input_ids=torch.tensor([[ids[-1]]], device=first_logits.device),
-            position_ids=torch.tensor([[next_position + len(ids) - 1]], device=first_logits.device),
-            cache=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-    return Lookahead(text, ids, finish)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -13,7 +13,8 @@ from .errors import ConfigError, EngineUsageError, naming_row
 from .loading import LoadedModel, check_quantization, load_tokenizer, resolve_device, resolve_dtype
 from .locking import FairRLock
 from .prompts import same_vocabulary
-from .serving import EngineLoop, Request
+from .serving import EngineLoop, GenerationStream, Request
+from .warmup import warm_up
 from .weights import load_shared, model_entry
 
 
@@ -27,13 +28,12 @@ class DraftApproxEngine:
     model may be a loaded transformers model with ``draft_tokenizer`` / ``target_tokenizer``: used in place, not
     copied (``loading.adopt_model``); one object in two roles or engines is one copy, as one reference is.
 
-    Model work runs on the engine's loop (``serving.EngineLoop``): one thread that owns the models, to which
-    every call submits a request and from which it reads its result or chunks. Answers decode together, up
-    to ``max_batch_size`` at a time (compressed caches of one budget stack with no padding), so concurrent
-    calls and :meth:`generate_batch` share each forward; no caller ever holds a model lock, and a paused,
-    abandoned or cancelled stream costs the others nothing. The methods below this facade take loaded
-    models and a validated request; every argument is checked before any weight is loaded, in the
-    caller's thread.
+    Model work runs on the engine's loop (``serving.EngineLoop``), one thread that owns the models; calls
+    submit requests to it. Answers and drafts' lookaheads decode together, up to ``max_batch_size``
+    generations at a time, each row in a slot of a static cache (``engine.batching``); no caller holds a model
+    lock, and a paused, abandoned or cancelled stream costs the others nothing. On CUDA a decode step is a
+    captured graph (``cuda_graphs=False``: eager, as on a CPU). Every argument is checked before any weight
+    loads, in the caller's thread.
     """
 
     def __init__(
@@ -49,6 +49,7 @@ class DraftApproxEngine:
         draft_model_kwargs: dict[str, Any] | None = None,
         target_model_kwargs: dict[str, Any] | None = None,
         max_batch_size: int = 8,
+        cuda_graphs: bool = True,
     ) -> None:
         if draft_model is None and target_model is None:
             raise EngineUsageError("an engine needs at least one model: pass draft_model and/or target_model")
@@ -62,7 +63,7 @@ class DraftApproxEngine:
             target_model, target_tokenizer, target_model_kwargs, "target", quantization=self.quantization
         )
         self._lock = FairRLock()
-        self._loop = EngineLoop(self._lock, max_batch_size=max_batch_size)
+        self._loop = EngineLoop(self._lock, max_batch_size=max_batch_size, cuda_graphs=bool(cuda_graphs))
         self._draft: LoadedModel | None = None
         self._target: LoadedModel | None = None
 
@@ -87,19 +88,15 @@ class DraftApproxEngine:
             raise EngineUsageError("this engine has no draft model; construct it with draft_model=...")
         with self._lock:
             if self._draft is None:
-                self._draft = load_shared(
-                    self.draft_source, device=self.device, dtype=self.dtype, model_kwargs=self.draft_model_kwargs
-                )
+                self._draft = load_shared(self.draft_source, device=self.device, dtype=self.dtype, model_kwargs=self.draft_model_kwargs)
             return self._draft
 
     @property
     def target(self) -> LoadedModel:
         """The target model, loading it on first use. A draft-only engine raises EngineUsageError."""
         if self.target_source is None:
-            raise EngineUsageError(
-                "this engine is draft-only (target_model=None): it can compress prompts but not generate; "
-                "construct it with target_model=... to generate"
-            )
+            raise EngineUsageError("this engine is draft-only (target_model=None): it can compress prompts but not "
+                                   "generate; construct it with target_model=... to generate")
         with self._lock:
             if self._target is None:
                 # One model as its own draft (unquantised) gets the draft's copy from the shared registry.
@@ -127,9 +124,14 @@ class DraftApproxEngine:
 
     def same_tokenizer(self) -> bool:
         """True when draft and target share a vocabulary, so token ids can pass between them unchanged."""
-        if not (self.has_draft and self.has_target):
-            return False
-        return same_vocabulary(self.draft, self.target)
+        return self.has_draft and self.has_target and same_vocabulary(self.draft, self.target)
+
+    def warmup(self, lengths: Sequence[int], *, batch_sizes: Sequence[int] = (1,), methods: Sequence[str] = ("speckv",),
+               budget: int | None = None, max_new_tokens: int = 8) -> dict[str, Any]:
+        """Run the shapes a user expects once (prompts of ``lengths`` target tokens, each method and batch
+        size) on a synthetic prompt, so a first request is not the cold one (``engine.warmup``)."""
+        return warm_up(self, lengths=lengths, batch_sizes=batch_sizes, methods=methods, budget=budget,
+                       max_new_tokens=max_new_tokens)
 
     # -- SpecPC -----------------------------------------------------------------------------------
 
@@ -165,7 +167,7 @@ class DraftApproxEngine:
             whole_sentences=whole_sentences, lookahead_text=lookahead_text, max_prompt_tokens=max_prompt_tokens,
             return_scores=return_scores, progress=progress, **config_overrides,
         )
-        scored = self._loop.submit(Request(lambda: specpc.score_request(self.draft, request), streams=False)).result()
+        scored = self._loop.submit(Request(lambda: specpc.score_steps(self.draft, request), streams=False)).result()
         return specpc.finish(request, scored)
 
     # -- SpecKV ---------------------------------------------------------------------------------
@@ -254,14 +256,15 @@ class DraftApproxEngine:
         seed: int | None = None,
         chat: bool | None = None,
         specpc_config: SpecPCConfig | None = None,
-    ) -> Iterator[speckv.StreamChunk]:
+    ) -> GenerationStream:
         """Like :meth:`generate` (same arguments), as an iterator of text deltas; the last chunk carries the
         stats and the finish reason. Arguments and the prompt's length are checked now, before the first chunk
         (for speckv-pc over a prompt longer than the target's context, the cut prompt's length can only be
         checked once the draft has run: that ContextLengthError comes from the first ``next()``).
 
         The engine's loop computes the chunks whether or not the reader keeps up: a paused stream, or one read
-        from several threads, holds up no other call; ``close()`` (or dropping the iterator) ends it.
+        from several threads, holds up no other call; ``close()`` (from any thread, also while another thread
+        waits in ``next()``), or dropping the iterator, ends it before its next forward.
         """
         return self._answer(self._plan(prompt, locals()))
 
@@ -272,21 +275,16 @@ class DraftApproxEngine:
         return speckv.tokenize_plan(plan, self.target)
 
     def _submit(self, plan: speckv.GenerationPlan) -> Request:
-        def start():
-            return speckv.start_generation(plan, self.target, self.draft if plan.needs_draft else None)
+        draft = (lambda: self.draft) if plan.needs_draft else (lambda: None)
+        return self._loop.submit(Request(lambda: speckv.generation_steps(plan, self.target, draft()), streams=True))
 
-        return self._loop.submit(Request(start, streams=True))
-
-    def _answer(self, plan: speckv.GenerationPlan) -> Iterator[speckv.StreamChunk]:
-        """The generation's chunks from the engine's loop; submitted on the first ``next()``, so an iterator
-        that is never read costs nothing, and one closed or dropped early stops the generation."""
-        yield from self._submit(plan).chunks(speckv.StreamChunk.is_final)
+    def _answer(self, plan: speckv.GenerationPlan) -> GenerationStream:
+        """The generation's chunks from the loop, submitted on the first ``next()`` (``serving.GenerationStream``)."""
+        return GenerationStream(lambda: self._submit(plan), speckv.StreamChunk.is_final)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "quantization": self.quantization,
+            "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""), "quantization": self.quantization,
             "draft": self.draft_source.name if self.draft_source else None,
             "target": self.target_source.name if self.target_source else None,
         }

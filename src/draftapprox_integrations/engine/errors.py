@@ -95,8 +95,18 @@ def check_keywords(owner: str, given: Iterable[str], accepted: Iterable[str], wh
 
 
 def naming_row(row: int, work):
-    """``work()``, a package error raised by it naming the prompt of a batch it came from (``prompt 2: ...``)."""
+    """``work()``, any error raised by it naming the prompt of a batch it came from (``prompt 2: ...``), as
+    the same type (an ``except RuntimeError`` still catches it) with the same attributes."""
     try:
         return work()
-    except DraftApproxError as exc:
-        raise type(exc)(f"prompt {row}: {exc}") from exc
+    except Exception as exc:
+        raise _renamed(exc, f"prompt {row}: {exc}") from exc
+
+
+def _renamed(exc: Exception, message: str) -> Exception:
+    """A copy of ``exc`` whose message is ``message``, built without calling its ``__init__`` (whose signature
+    is its own: MissingExtraError takes three arguments, not a message)."""
+    named = type(exc).__new__(type(exc), message)
+    named.__dict__.update(exc.__dict__)
+    named.args = (message,)
+    return named

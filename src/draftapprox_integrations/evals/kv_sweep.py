@@ -3,12 +3,12 @@
 Answering each sample once per candidate selection through ``engine.generate`` would repeat the expensive
 part, the prefill and the draft's lookahead, for every candidate. With one model as its own draft (the
 project's embedded pair) that part is shared by every KV method: the prompt's prefill with the window's
-attention captured, then the greedy answer written into the same cache with each answer token's attention
-captured. That greedy answer *is* full KV's answer and SpecKV's lookahead. This module does it once per
+attention captured, then the greedy answer, then one forward over it on the prompt's cache with its
+attention captured. That greedy answer *is* full KV's answer and SpecKV's lookahead. This module does it once per
 sample and keeps, per layer, the attention each query head paid to each prompt key (max and sum over the
 window's queries, and over the lookahead's); a candidate (``evals.kv_candidates``) turns those into kept
-positions, every candidate's cache is gathered from the one full cache, and the candidates sharing a cache
-shape decode together, greedily, in one batch.
+positions, every candidate's cache is gathered from the one full cache, and the candidates decode together,
+greedily, in one batch.
 
 It is the engine's own path taken apart, not a model of it: the same capture, the same greedy lookahead,
 the same cut (kept keys keep their rotary positions; the answer continues at the prompt's true positions).
@@ -22,10 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
-from ..engine.batching import DecodeBatch, cache_shape
+from ..engine.batching import DecodeBatch, Joining
 from ..engine.capture import AttentionCapture
-from ..engine.decoding import greedy_lookahead, new_cache
+from ..engine.decoding import new_cache
 from ..engine.prompts import eos_token_ids
+from ..engine.sampling import SamplingRule
+from ..engine.steps import DecodeRequest, decode_alone
 
 
 @dataclass
@@ -99,7 +101,8 @@ def token_spans(tokenizer, ids: Sequence[int], max_span: int = 16) -> torch.Tens
 @torch.no_grad()
 def observe(target, prompt_ids: Sequence[int], *, window: int, max_new_tokens: int) -> Observation:
     """Prefill ``prompt_ids`` with the window's attention captured, then the greedy answer (up to
-    ``max_new_tokens``, EOS ends it) with each answer token's attention captured."""
+    ``max_new_tokens``, EOS ends it), then one forward over that answer on the prompt's cache with its
+    attention captured (what each answer token saw as it was written, as the engine's self-draft scores it)."""
     model, device = target.model, target.input_device
     prompt_len = len(prompt_ids)
     window = min(window, prompt_len)
@@ -107,10 +110,19 @@ def observe(target, prompt_ids: Sequence[int], *, window: int, max_new_tokens: i
     cache = new_cache(model)
     with AttentionCapture(model, window, reducer=acc):
         out = model(input_ids=torch.tensor([list(prompt_ids)], device=device), cache=cache, use_cache=True, logits_to_keep=1)
-        first_logits = out.logits[0, -1].float()
-        look = greedy_lookahead(
-            model, target.tokenizer, cache, first_logits, prompt_len, max_tokens=max_new_tokens, eos_ids=eos_token_ids(target)
-        )
+    first_logits = out.logits[0, -1].float()
+    decoded = decode_alone(DecodeRequest(
+        model, target.tokenizer, cache, first_logits, prompt_len, max_new_tokens, eos_token_ids(target),
+        keep_prompt=prompt_len,
+    ))
+    look, cache = decoded.lookahead, decoded.cache
+    if look.token_ids:
+        with AttentionCapture(model, len(look.token_ids), reducer=acc):
+            model(
+                input_ids=torch.tensor([look.token_ids], device=device),
+                position_ids=torch.arange(prompt_len, prompt_len + len(look.token_ids), device=device)[None],
+                cache=cache, use_cache=True, logits_to_keep=1,
+            )
     keys = {i: layer.keys[0, :, :prompt_len].clone() for i, layer in enumerate(cache.layers)}
     values = {i: layer.values[0, :, :prompt_len].clone() for i, layer in enumerate(cache.layers)}
     return Observation(
@@ -121,11 +133,6 @@ def observe(target, prompt_ids: Sequence[int], *, window: int, max_new_tokens: i
 
 
 Kept = dict[int, torch.Tensor]  # layer -> [Hkv, n_layer] sorted kept prompt positions
-
-
-def layout(kept: Kept) -> tuple[int, ...]:
-    """Entries per layer: selections with equal layouts stack into one decode batch."""
-    return tuple(int(kept[i].shape[-1]) for i in sorted(kept))
 
 
 def gathered_cache(model, obs: Observation, kept: Kept):
@@ -139,41 +146,39 @@ def gathered_cache(model, obs: Observation, kept: Kept):
 
 @torch.no_grad()
 def decode_selections(target, obs: Observation, selections: Sequence[Kept], *, max_new_tokens: int) -> list[str]:
-    """Greedy answers, one per selection (all of one layout), decoded together by the engine's DecodeBatch
-    from the gathered caches."""
+    """Greedy answers, one per selection, decoded together by the engine's DecodeBatch from the gathered
+    caches (each row in its own slot: selections of any layout share the forwards)."""
     model = target.model
-    caches = [gathered_cache(model, obs, kept) for kept in selections]
-    batch = DecodeBatch(model, cache_shape(caches[0]))
-    for row, cache in enumerate(caches):
-        batch.add(row, cache)
     eos = eos_token_ids(target)
-    token = int(obs.first_logits.argmax())
-    tokens = [[token] for _ in selections]
-    done = [token in eos for _ in selections]
-    for step in range(1, max_new_tokens):
-        if all(done):
-            break
-        logits = batch.step([t[-1] for t in tokens], [obs.prompt_len + step - 1] * len(tokens))
-        for row, nxt in enumerate(logits.argmax(dim=-1).tolist()):
-            if not done[row]:
-                tokens[row].append(nxt)
-                done[row] = nxt in eos
+    first = int(obs.first_logits.argmax())
+    tokens = [[first] for _ in selections]
+    batch = None
+    for row, kept in enumerate(selections):
+        if first in eos or max_new_tokens <= 1:
+            continue
+        cache = gathered_cache(model, obs, kept)
+        batch = batch or DecodeBatch.for_cache(model, cache, max_slots=len(selections))
+        batch.add(row, Joining(cache, first, obs.prompt_len, SamplingRule(), headroom=max_new_tokens))
+    while batch is not None and len(batch):
+        keep = []
+        for i, (row, nxt) in enumerate(zip(batch.rows, batch.step())):
+            tokens[row].append(nxt)
+            if nxt not in eos and len(tokens[row]) < max_new_tokens:
+                keep.append(i)
+        batch.remove(keep)
     return [target.tokenizer.decode([t for t in row if t not in eos], skip_special_tokens=True) for row in tokens]
 
 
 def answer_all(
     target, obs: Observation, named: dict[str, Kept], *, max_new_tokens: int, batch: int = 16
 ) -> dict[str, str]:
-    """Every named selection's greedy answer, grouped by layout into batches of at most ``batch``."""
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for name, kept in named.items():
-        groups.setdefault(layout(kept), []).append(name)
+    """Every named selection's greedy answer, decoded in batches of at most ``batch``."""
+    names = list(named)
     answers: dict[str, str] = {}
-    for names in groups.values():
-        for start in range(0, len(names), batch):
-            chunk = names[start : start + batch]
-            texts = decode_selections(target, obs, [named[n] for n in chunk], max_new_tokens=max_new_tokens)
-            answers.update(zip(chunk, texts))
+    for start in range(0, len(names), batch):
+        chunk = names[start : start + batch]
+        texts = decode_selections(target, obs, [named[n] for n in chunk], max_new_tokens=max_new_tokens)
+        answers.update(zip(chunk, texts))
     return answers
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
@@ -67,6 +67,28 @@ class SpecKVLLM(SpecKVParams, BaseLLM):
             # One batch: the engine's loop decodes the prompts' compressed caches together (``generate_batch``).
             results = self.get_engine().generate_batch(prompts, chat=self.chat, **self.generation_kwargs(stop, kwargs))
             generations = [self._generation(result) for result in results]
+        return self._result(generations)
+
+    async def _agenerate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        if not self.streaming:
+            return await super()._agenerate(prompts, stop, run_manager, **kwargs)
+        # Streaming: every token reaches the run manager's callbacks, as in _generate (FINDINGS-2 D4).
+        generations = []
+        for prompt in prompts:
+            text, info = "", {}
+            async for chunk in self._astream(prompt, stop=stop, run_manager=run_manager, **kwargs):
+                text += chunk.text
+                info = chunk.generation_info or info
+            generations.append(Generation(text=text, generation_info=info))
+        return self._result(generations)
+
+    def _result(self, generations: list[Generation]) -> LLMResult:
         totals = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
         for generation in generations:
             for key, value in generation.generation_info["token_usage"].items():

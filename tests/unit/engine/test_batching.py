@@ -6,7 +6,6 @@ with its batch size, so the tests also see that rows really share forwards.
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as cf
 import threading
 
@@ -14,7 +13,9 @@ import pytest
 import torch
 
 from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
-from draftapprox_integrations.engine.batching import DecodeBatch, cache_shape
+from draftapprox_integrations.engine.batching import DecodeBatch, Joining
+from draftapprox_integrations.engine.sampling import SamplingRule
+from draftapprox_integrations.engine.slots import bucket
 from draftapprox_integrations.engine.decoding import new_cache
 from tests.helpers import words
 
@@ -74,15 +75,9 @@ def test_a_batch_answers_like_the_same_calls_one_by_one(engine, options):
     assert [r.text for r in got] == [r.text for r in expected]
     assert [r.finish_reason for r in got] == [r.finish_reason for r in expected]
     assert [r.stats.kv_entries_kept for r in got] == [r.stats.kv_entries_kept for r in expected]
-    # (A global allocation gives each row its own per-layer shapes: it stacks only with rows of the same
-    # shape, so only its answers are checked.)
-    if options["method"] != "full" and options["config"].allocation == "uniform":
-        # Compressed caches of one budget stack whatever the prompt length: the decode forwards carry all 4.
-        assert max(seen.sizes) == len(PROMPTS)
-    elif options["method"] == "full":
-        # Full KV of prompts of other lengths cannot stack without padding: grouped by length instead.
-        lengths = collections.Counter(r.stats.prompt_tokens for r in expected)
-        assert max(seen.sizes) == max(lengths.values())
+    # Each row has its own slot: compressed caches of one budget (or per-layer shares of it, under a global
+    # allocation) and full caches of prompts of other lengths all stack, each row masked to its own entries.
+    assert max(seen.sizes) == len(PROMPTS)
 
 
 def test_a_batch_of_one_equals_generate(engine):
@@ -142,6 +137,28 @@ def test_a_row_that_arrives_mid_decode_joins_the_running_batch(engine):
     assert 2 in seen.sizes  # the late row was padded into the running batch instead of waiting
 
 
+def test_a_row_joins_a_batch_whose_padding_was_trimmed(engine):
+    # FINDINGS-2 D2: A decodes, B joins one step behind (left-padded), A leaves (B's padding is trimmed),
+    # then C joins B's batch: the join must pad C to what the batch holds now, not to its step count.
+    options = dict(config=CFG.replace(lookahead_tokens=4))
+    long_b = engine.generate(PROMPTS[1], max_new_tokens=300, **options).token_ids
+    expected_c = engine.generate(PROMPTS[2], max_new_tokens=6, **options).token_ids
+    expected_d = engine.generate(PROMPTS[3], max_new_tokens=3, **options).token_ids
+    a = engine.stream(PROMPTS[0], max_new_tokens=300, **options)
+    next(a)
+    b = engine.stream(PROMPTS[1], max_new_tokens=300, **options)
+    b_chunks = [next(b)]
+    a.close()
+    b_chunks += [next(b) for _ in range(3)]  # steps after A's removal: B's padding column is gone
+    with _BatchSizes(engine) as seen:
+        got_c = engine.generate(PROMPTS[2], max_new_tokens=6, **options).token_ids
+        got_d = engine.generate(PROMPTS[3], max_new_tokens=3, **options).token_ids  # a later row of the same shape
+    b_chunks += list(b)
+    assert got_c == expected_c and got_d == expected_d
+    assert [c.token_id for c in b_chunks if c.token_id is not None] == long_b
+    assert 2 in seen.sizes  # C and D really decoded beside B
+
+
 def test_a_cancelled_row_leaves_the_others_untouched(engine):
     options = dict(config=CFG, max_new_tokens=12)
     expected = engine.generate(PROMPTS[1], **options).token_ids
@@ -160,6 +177,22 @@ def test_sliding_window_rows_batch_when_they_start_together(tiny_model_factory):
     assert [r.token_ids for r in got] == [r.token_ids for r in expected]
 
 
+def test_a_sliding_window_row_joins_a_running_batch(tiny_model_factory):
+    # A sliding layer is a ring per slot, so a row no longer waits for a batch that has not decoded yet.
+    engine = _engine(tiny_model_factory, "gemma3_text")
+    options = dict(method="snapkv", config=SpecKVConfig(budget=16, window_size=4))
+    long_answer = engine.generate(PROMPTS[0], max_new_tokens=40, **options).token_ids
+    late = engine.generate(PROMPTS[1], max_new_tokens=12, **options).token_ids
+    first = engine.stream(PROMPTS[0], max_new_tokens=40, **options)
+    chunks = [next(first) for _ in range(15)]  # past the tiny model's sliding window of 8
+    with _BatchSizes(engine) as seen:
+        got = engine.generate(PROMPTS[1], max_new_tokens=12, **options).token_ids
+        chunks += list(first)
+    assert got == late
+    assert [c.token_id for c in chunks if c.token_id is not None] == long_answer
+    assert 2 in seen.sizes
+
+
 # -- bad input: named by row, before any work ---------------------------------------------------------
 
 
@@ -176,6 +209,33 @@ def test_a_bad_prompt_in_a_batch_is_named_before_any_work(tiny_model_factory, ba
     with _BatchSizes(engine) as seen, pytest.raises(error, match=rf"^prompt {row}: "):
         engine.generate_batch(prompts, config=CFG, max_new_tokens=4)
     assert seen.sizes == []
+
+
+def test_any_error_of_a_row_names_its_prompt_and_keeps_its_type(tiny_model_factory):
+    # FINDINGS-2 D9: only the package's own errors named their row. A user's model (a ready object) that
+    # refuses one prompt: the batch raises that model's own error, named.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from draftapprox_integrations.engine.prompts import encode_prompt, normalize_messages
+
+    folder = str(tiny_model_factory("llama"))
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    engine = DraftApproxEngine(model, model, draft_tokenizer=tokenizer, target_tokenizer=tokenizer)
+    lengths = [len(encode_prompt(engine.target, *normalize_messages(p, None))) for p in PROMPTS]
+    assert lengths.count(lengths[3]) == 1
+
+    def refuse(module, args, kwargs):
+        if kwargs.get("input_ids") is not None and kwargs["input_ids"].shape[-1] == lengths[3]:
+            raise ValueError("this model refuses that prompt")
+
+    handle = model.register_forward_pre_hook(refuse, with_kwargs=True)
+    try:
+        with pytest.raises(ValueError, match=r"^prompt 3: this model refuses that prompt$") as caught:
+            engine.generate_batch(PROMPTS, method="snapkv", config=CFG, max_new_tokens=4)
+        assert not isinstance(caught.value, ConfigError)  # the model's own ValueError, not the package's
+    finally:
+        handle.remove()
 
 
 @pytest.mark.parametrize("prompts", ["one prompt", {"role": "user"}, 7])
@@ -216,23 +276,51 @@ def _prefilled(model, ids):
     return cache, out.logits[0, -1]
 
 
+def _plain_greedy(model, ids, n):
+    """Reference: n greedy tokens after ``ids`` on a plain dynamic cache."""
+    cache, logits = _prefilled(model, ids)
+    out = []
+    for step in range(n):
+        out.append(int(logits.argmax()))
+        logits = model(input_ids=torch.tensor([[out[-1]]]), position_ids=torch.tensor([[len(ids) + step]]),
+                       cache=cache, use_cache=True).logits[0, -1]
+    return out
+
+
 @torch.no_grad()
-def test_decode_batch_pads_a_late_row_and_trims_the_padding_when_it_is_no_longer_needed(engine):
+def test_rows_of_other_lengths_join_late_leave_early_and_decode_as_alone(engine):
+    # Three rows of three prompt lengths in one batch of slots: b joins two steps after a, c after five; a
+    # leaves early (c moves into its slot); the store grows past its first capacity. Each row's tokens equal
+    # its own plain decode.
     model = engine.target.model
-    a, b = list(range(5, 25)), list(range(30, 50))
-    cache_a, logits_a = _prefilled(model, a)
-    cache_b, logits_b = _prefilled(model, b)
-    alone_b, alone_logits = _prefilled(model, b)
-    batch = DecodeBatch(model, cache_shape(cache_a))
-    batch.add("a", cache_a)
-    batch.step([int(logits_a.argmax())], [len(a)])
-    assert batch.accepts(cache_shape(cache_b))
-    batch.add("b", cache_b)  # one step behind: padded by one masked entry
-    assert batch.mask is not None and batch.mask[1, 0] == 0 and bool(batch.mask[0].all())
-    token = int(logits_b.argmax())
-    logits = batch.step([7, token], [len(a) + 1, len(b)])
-    expected = model(input_ids=torch.tensor([[token]]), position_ids=torch.tensor([[len(b)]]), cache=alone_b, use_cache=True).logits[0, -1]
-    torch.testing.assert_close(logits[1], expected, rtol=1e-4, atol=1e-4)
-    batch.remove([1])  # row a leaves: row b's padding column is padding everywhere, so it goes
-    assert batch.rows == ["b"] and batch.mask is None
-    assert batch.cache.layers[0].keys.shape[-2] == len(b) + 1
+    prompts = {"a": list(range(5, 45)), "b": list(range(50, 75)), "c": list(range(80, 140))}
+    wanted = {"a": 4, "b": 30, "c": 12}
+    expected = {k: _plain_greedy(model, ids, wanted[k]) for k, ids in prompts.items()}
+    got = {k: [] for k in prompts}
+    batch = None
+    joins = {0: "a", 2: "b", 5: "c"}
+    for step in range(40):
+        if step in joins:
+            name = joins[step]
+            cache, logits = _prefilled(model, prompts[name])
+            token = int(logits.argmax())
+            got[name].append(token)
+            joining = Joining(cache, token, len(prompts[name]), SamplingRule(), headroom=2)
+            batch = batch or DecodeBatch.for_cache(model, cache)
+            assert batch.accepts(model, cache)
+            batch.add(name, joining)
+        if not len(batch):
+            break
+        tokens = batch.step()
+        keep = []
+        for i, name in enumerate(batch.rows):
+            got[name].append(tokens[i])
+            if len(got[name]) < wanted[name]:
+                keep.append(i)
+        batch.remove(keep)
+    assert got == expected
+    assert batch.store.capacity > bucket(60 + 2)  # it grew while c and b decoded
+
+
+def test_size_classes():
+    assert [bucket(n) for n in (1, 64, 65, 80, 81, 160, 161, 2048, 2049, 33000)] == [64, 64, 72, 80, 88, 160, 176, 2048, 2304, 36864]

@@ -1,7 +1,7 @@
-"""The decode loop's pieces: stop-text tracking, token sampling, option checks, and decode_tokens itself.
+"""The decode loop's pieces: stop-text tracking, token sampling, option checks, and a row decoded alone.
 
 StopTextTracker runs on the real SmolLM2 tokenizer (byte-level BPE: multi-byte characters split across
-tokens); decode_tokens runs on the tiny random llama.
+tokens); rows decode on the tiny random llama through the engine's decode batch (``steps.decode_alone``).
 """
 
 from __future__ import annotations
@@ -11,15 +11,10 @@ from collections import Counter
 import pytest
 import torch
 
-from draftapprox_integrations.engine.decoding import (
-    DecodeStep,
-    StopTextTracker,
-    TokenSampler,
-    check_sampling,
-    check_stop,
-    decode_tokens,
-)
+from draftapprox_integrations.engine.decoding import StopTextTracker, check_stop
 from draftapprox_integrations.engine.errors import ConfigError
+from draftapprox_integrations.engine.sampling import SamplingRule, check_sampling, rule_tensors, sample_tokens
+from draftapprox_integrations.engine.steps import DecodeRequest, decode_alone
 
 # -- StopTextTracker -----------------------------------------------------------------------------------
 
@@ -155,53 +150,121 @@ def test_deltas_always_add_up_to_the_final_text(smollm2_tokenizer, text, stop):
     assert not any(s in "".join(deltas) for s in stop)
 
 
-# -- TokenSampler --------------------------------------------------------------------------------------
+class _CountingTokenizer:
+    """A tokenizer whose ``decode`` counts the ids it is given per call."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.calls = tokenizer, []
+
+    def decode(self, ids, **kwargs):
+        self.calls.append(len(ids))
+        return self.tokenizer.decode(ids, **kwargs)
+
+
+def test_detokenizing_decodes_only_the_new_tokens_each_step(smollm2_tokenizer):
+    # GPU-NOTES section 2: re-decoding the whole answer each step is O(n^2) (242 ms for 1,024 tokens).
+    text = " ".join(f"word{i % 97} with émoji 😀 and 中文 {i}." for i in range(400))
+    ids = _ids(smollm2_tokenizer, text)[:2000]
+    assert len(ids) == 2000
+    counting = _CountingTokenizer(smollm2_tokenizer)
+    tracker = StopTextTracker(counting, stop=("never appears",))
+    out, per_step = [], []
+    for token_id in ids:
+        before = len(counting.calls)
+        out.append(tracker.push(token_id)[0])
+        per_step.append(sum(counting.calls[before:]))
+    out.append(tracker.flush())
+    assert "".join(out) == smollm2_tokenizer.decode(ids, skip_special_tokens=True)
+    assert max(per_step) <= 16  # a few tokens around the settled point, whatever the answer's length
+    assert sum(per_step) <= 6 * len(ids)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_incremental_text_equals_the_whole_decode_for_random_ids(smollm2_tokenizer, seed):
+    # Random ids (byte pieces split mid-character, specials among them): the deltas add up to decode(ids).
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, len(smollm2_tokenizer), (300,), generator=gen).tolist()
+    tracker = StopTextTracker(smollm2_tokenizer)
+    text = "".join(tracker.push(i)[0] for i in ids) + tracker.flush()
+    assert text == smollm2_tokenizer.decode(ids, skip_special_tokens=True)
+
+
+# -- sample_tokens (on the device, per row) ----------------------------------------------------------
+
+
+def _draws(rule: SamplingRule, logits: torch.Tensor, n: int) -> list[int]:
+    """``n`` consecutive draws of one row (steps 0..n-1) from the same logits."""
+    temperature, top_p, keys = rule_tensors([rule] * n, logits.device)
+    rows = logits.reshape(1, -1).expand(n, -1)
+    steps = torch.arange(n)
+    return sample_tokens(rows, temperature, top_p, keys, steps, randomized=not rule.greedy, nucleus=rule.nucleus).tolist()
 
 
 def test_greedy_is_argmax():
     gen = torch.Generator().manual_seed(0)
-    sampler = TokenSampler(0.0, seed=1)
-    assert sampler.greedy
+    rule = SamplingRule.of(0.0, seed=1)
+    assert rule.greedy
     for _ in range(20):
-        logits = torch.randn(1, 300, generator=gen)  # any shape: it is flattened
-        assert sampler(logits) == int(logits.argmax())
-    assert not TokenSampler(0.7).greedy
-
-
-def _draws(sampler: TokenSampler, logits: torch.Tensor, n: int) -> list[int]:
-    return [sampler(logits) for _ in range(n)]
+        logits = torch.randn(300, generator=gen)
+        assert _draws(rule, logits, 1) == [int(logits.argmax())]
+    assert not SamplingRule.of(0.7).greedy
 
 
 def test_same_seed_same_sequence_other_seed_differs():
     logits = torch.randn(50, generator=torch.Generator().manual_seed(3))
-    a = _draws(TokenSampler(1.0, seed=123), logits, 200)
-    b = _draws(TokenSampler(1.0, seed=123), logits, 200)
-    c = _draws(TokenSampler(1.0, seed=124), logits, 200)
+    a = _draws(SamplingRule.of(1.0, seed=123), logits, 200)
+    b = _draws(SamplingRule.of(1.0, seed=123), logits, 200)
+    c = _draws(SamplingRule.of(1.0, seed=124), logits, 200)
     assert a == b
     assert a != c
     assert sum(x != y for x, y in zip(a, c)) > 50  # not just one draw apart
     assert len(set(a)) > 5  # really sampling, not stuck on one token
     # The same holds with nucleus sampling.
-    assert _draws(TokenSampler(0.8, top_p=0.9, seed=7), logits, 100) == _draws(TokenSampler(0.8, top_p=0.9, seed=7), logits, 100)
+    assert _draws(SamplingRule.of(0.8, 0.9, seed=7), logits, 100) == _draws(SamplingRule.of(0.8, 0.9, seed=7), logits, 100)
+
+
+def test_a_rows_draw_does_not_depend_on_the_other_rows():
+    # FINDINGS-2 D7: a row's draw must be the same alone and in a batch, in any slot, whatever the others are.
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 400, generator=gen)
+    rules = [SamplingRule.of(0.7, top_p, seed=s) for s, top_p in enumerate([0.5, 0.9, 0.999, 1.0, 0.3, 0.95])]
+    steps = torch.tensor([3, 0, 7, 1, 2, 9])
+    temperature, top_p, keys = rule_tensors(rules, logits.device)
+    together = sample_tokens(logits, temperature, top_p, keys, steps, randomized=True, nucleus=True).tolist()
+    for i, rule in enumerate(rules):
+        t, p, k = rule_tensors([rule], logits.device)
+        alone = sample_tokens(logits[i : i + 1], t, p, k, steps[i : i + 1], randomized=True, nucleus=rule.nucleus)
+        assert alone.tolist() == [together[i]]
+    order = [5, 3, 0, 4, 1, 2]  # other slots
+    t, p, k = rule_tensors([rules[i] for i in order], logits.device)
+    shuffled = sample_tokens(logits[order], t, p, k, steps[order], randomized=True, nucleus=True).tolist()
+    assert shuffled == [together[i] for i in order]
+
+
+def test_greedy_rows_beside_sampled_rows_stay_greedy():
+    logits = torch.randn(3, 100, generator=torch.Generator().manual_seed(8))
+    rules = [SamplingRule.of(0.0), SamplingRule.of(1.5, 0.8, seed=1), SamplingRule.of(0.0)]
+    temperature, top_p, keys = rule_tensors(rules, logits.device)
+    got = sample_tokens(logits, temperature, top_p, keys, torch.zeros(3, dtype=torch.int64), randomized=True, nucleus=True)
+    assert got[0] == logits[0].argmax() and got[2] == logits[2].argmax()
 
 
 def test_tiny_top_p_always_picks_the_most_likely_token():
     logits = torch.tensor([1.0, 1.2, 0.9, 1.1, 0.5])  # the top token has only ~25% of the mass
-    sampler = TokenSampler(1.5, top_p=1e-6, seed=0)
-    assert set(_draws(sampler, logits, 300)) == {1}
+    assert set(_draws(SamplingRule.of(1.5, 1e-6, seed=0), logits, 300)) == {1}
 
 
 def test_temperature_sampling_follows_the_distribution():
     probs = torch.tensor([0.5, 0.3, 0.2])
     n = 4000
-    counts = Counter(_draws(TokenSampler(1.0, seed=0), probs.log(), n))
+    counts = Counter(_draws(SamplingRule.of(1.0, seed=0), probs.log(), n))
     assert set(counts) == {0, 1, 2}
     for token, p in enumerate(probs.tolist()):
         assert abs(counts[token] / n - p) < 0.04  # > 5 standard deviations for n = 4000
 
     # Temperature 0.5 squares the probabilities (then renormalises): sharper, same order.
     sharp = probs**2 / (probs**2).sum()
-    counts = Counter(_draws(TokenSampler(0.5, seed=1), probs.log(), n))
+    counts = Counter(_draws(SamplingRule.of(0.5, seed=1), probs.log(), n))
     for token, p in enumerate(sharp.tolist()):
         assert abs(counts[token] / n - p) < 0.04
 
@@ -209,7 +272,7 @@ def test_temperature_sampling_follows_the_distribution():
 def test_top_p_keeps_the_smallest_prefix_that_reaches_it():
     probs = torch.tensor([0.2, 0.5, 0.3])  # sorted: 0.5, 0.3 | 0.2 -> top_p 0.7 keeps tokens 1 and 2
     n = 4000
-    counts = Counter(_draws(TokenSampler(1.0, top_p=0.7, seed=2), probs.log(), n))
+    counts = Counter(_draws(SamplingRule.of(1.0, 0.7, seed=2), probs.log(), n))
     assert counts[0] == 0
     assert abs(counts[1] / n - 0.5 / 0.8) < 0.04
     assert abs(counts[2] / n - 0.3 / 0.8) < 0.04
@@ -260,7 +323,7 @@ def test_check_stop_normalises_and_refuses_empty():
             check_stop(bad)
 
 
-# -- decode_tokens on a tiny random llama --------------------------------------------------------------
+# -- a row decoded alone on a tiny random llama ---------------------------------------------------------
 
 PROMPT = "The river runs north past the copper market and the quiet garden."
 
@@ -272,23 +335,18 @@ def tiny_lm(tiny_model_factory):
     return load_model(resolve_reference(str(tiny_model_factory("llama"))), device=torch.device("cpu"), dtype=torch.float32)
 
 
-def _prefill(loaded, prompt: str = PROMPT):
-    """(cache, logits of the last prompt token, prompt length) after one forward over the prompt."""
-    ids = loaded.tokenizer(prompt, return_tensors="pt")["input_ids"]
+def _decode(loaded, *, first_logits=None, rule=None, **kwargs):
+    """A row continuing PROMPT's prefill, decoded alone: (text, token ids, finish reason)."""
+    ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = loaded.model(input_ids=ids, use_cache=True)
-    return out.cache, out.logits[0, -1], ids.shape[1]
-
-
-def _run(loaded, *, model=None, first_logits=None, **kwargs) -> list[DecodeStep]:
-    cache, logits, length = _prefill(loaded)
-    kwargs.setdefault("sampler", TokenSampler(0.0))
     kwargs.setdefault("eos_ids", set())
-    return list(
-        decode_tokens(
-            model or loaded.model, loaded.tokenizer, cache, logits if first_logits is None else first_logits, length, **kwargs
-        )
+    request = DecodeRequest(
+        loaded.model, loaded.tokenizer, out.cache, out.logits[0, -1] if first_logits is None else first_logits,
+        ids.shape[1], rule=rule or SamplingRule(), **kwargs,
     )
+    look = decode_alone(request).lookahead
+    return look.text, look.token_ids, look.finish_reason
 
 
 def _greedy_by_full_forwards(loaded, n: int) -> list[int]:
@@ -303,96 +361,65 @@ def _greedy_by_full_forwards(loaded, n: int) -> list[int]:
     return out
 
 
-def _tokens(steps: list[DecodeStep]) -> list[int]:
-    return [s.token_id for s in steps if s.token_id is not None]
-
-
 def test_greedy_decode_equals_a_plain_greedy_loop(tiny_lm):
-    steps = _run(tiny_lm, max_new_tokens=12)
-    assert _tokens(steps) == _greedy_by_full_forwards(tiny_lm, 12)
+    _, tokens, _ = _decode(tiny_lm, max_new_tokens=12)
+    assert tokens == _greedy_by_full_forwards(tiny_lm, 12)
     ids = tiny_lm.tokenizer(PROMPT, return_tensors="pt")
     with torch.no_grad():
         generated = tiny_lm.model.generate(**ids, max_new_tokens=12, do_sample=False, eos_token_id=None, pad_token_id=0)
-    assert _tokens(steps) == generated[0, ids["input_ids"].shape[1] :].tolist()
+    assert tokens == generated[0, ids["input_ids"].shape[1] :].tolist()
 
 
 def test_length_finish_and_text_is_the_decoded_tokens(tiny_lm):
-    steps = _run(tiny_lm, max_new_tokens=6)
-    assert len(steps) == 6 and all(s.token_id is not None for s in steps)
-    assert [s.finish_reason for s in steps] == [None] * 5 + ["length"]
-    assert "".join(s.text for s in steps) == tiny_lm.tokenizer.decode(_tokens(steps), skip_special_tokens=True)
+    text, tokens, finish = _decode(tiny_lm, max_new_tokens=6)
+    assert len(tokens) == 6 and finish == "length"
+    assert text == tiny_lm.tokenizer.decode(tokens, skip_special_tokens=True)
 
 
 def test_length_finish_releases_text_held_for_a_stop_that_never_came(tiny_lm):
-    full = "".join(s.text for s in _run(tiny_lm, max_new_tokens=6))
+    full, _, _ = _decode(tiny_lm, max_new_tokens=6)
     stop = full[-1] + "\u0007"  # the answer's last character could start it, so it is held back until the end
     assert stop not in full
-    steps = _run(tiny_lm, max_new_tokens=6, stop=[stop])
-    assert steps[-1].finish_reason == "length"
-    assert steps[-1].text.endswith(full[-1])
-    assert "".join(s.text for s in steps) == full
+    text, _, finish = _decode(tiny_lm, max_new_tokens=6, stop=(stop,))
+    assert finish == "length" and text == full
 
 
 def test_single_token_budget(tiny_lm):
-    (step,) = _run(tiny_lm, max_new_tokens=1)
-    assert step.finish_reason == "length"
-    assert step.token_id == _greedy_by_full_forwards(tiny_lm, 1)[0]
+    _, tokens, finish = _decode(tiny_lm, max_new_tokens=1)
+    assert finish == "length" and tokens == _greedy_by_full_forwards(tiny_lm, 1)
 
 
 def test_eos_from_the_first_logits_ends_with_no_tokens(tiny_lm):
     eos = tiny_lm.tokenizer.eos_token_id
-    _, logits, _ = _prefill(tiny_lm)
-    forced = logits.clone()
+    ids = tiny_lm.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        forced = tiny_lm.model(input_ids=ids).logits[0, -1].clone()
     forced[eos] = forced.max() + 100.0
-    steps = _run(tiny_lm, first_logits=forced, max_new_tokens=8, eos_ids={eos})
-    assert steps == [DecodeStep(None, "", "eos")]
-
-
-class _EosAfter:
-    """Wraps a model: from its ``n``-th forward on, the EOS logit is pushed to the top."""
-
-    def __init__(self, model, eos: int, n: int) -> None:
-        self.model, self.eos, self.n, self.calls = model, eos, n, 0
-
-    def __call__(self, **kwargs):
-        out = self.model(**kwargs)
-        self.calls += 1
-        if self.calls >= self.n:
-            out.logits[..., self.eos] = out.logits.max() + 100.0
-        return out
+    assert _decode(tiny_lm, first_logits=forced, max_new_tokens=8, eos_ids={eos}) == ("", [], "eos")
 
 
 def test_eos_mid_answer_is_not_part_of_it(tiny_lm):
-    eos = tiny_lm.tokenizer.eos_token_id
-    greedy = _greedy_by_full_forwards(tiny_lm, 3)
-    assert eos not in greedy
-    wrapped = _EosAfter(tiny_lm.model, eos, 3)
-    steps = _run(tiny_lm, model=wrapped, max_new_tokens=10, eos_ids={eos})
-    # The first token comes from the prefill logits, the next two from forwards 1 and 2, EOS from forward 3.
-    assert _tokens(steps) == greedy
-    assert [s.finish_reason for s in steps] == [None, None, None, "eos"]
-    assert steps[-1].token_id is None
-    assert wrapped.calls == 3
-    assert "".join(s.text for s in steps) == tiny_lm.tokenizer.decode(greedy, skip_special_tokens=True)
+    greedy = _greedy_by_full_forwards(tiny_lm, 4)
+    eos = greedy[3]  # the fourth greedy token plays EOS
+    assert eos not in greedy[:3]
+    text, tokens, finish = _decode(tiny_lm, max_new_tokens=10, eos_ids={eos})
+    assert tokens == greedy[:3] and finish == "eos"
+    assert text == tiny_lm.tokenizer.decode(greedy[:3], skip_special_tokens=True)
 
 
 def test_stop_sequence_finishes_and_is_trimmed(tiny_lm):
-    reference = _run(tiny_lm, max_new_tokens=16)
-    full = "".join(s.text for s in reference)
+    full, reference, _ = _decode(tiny_lm, max_new_tokens=16)
     # A three-character stop string taken from the middle of the greedy answer, at its first occurrence.
     at = next(i for i in range(len(full) // 3, len(full) - 3) if full.find(full[i : i + 3]) == i and "\ufffd" not in full[i : i + 3])
     stop = full[at : at + 3]
-    steps = _run(tiny_lm, max_new_tokens=16, stop=[stop])
-    assert steps[-1].finish_reason == "stop"
-    assert all(s.finish_reason is None for s in steps[:-1])
-    assert "".join(s.text for s in steps) == full[:at]
-    assert len(steps) < len(reference)
-    assert _tokens(steps) == _tokens(reference)[: len(steps)]  # same tokens up to the stop
+    text, tokens, finish = _decode(tiny_lm, max_new_tokens=16, stop=(stop,))
+    assert finish == "stop" and text == full[:at]
+    assert len(tokens) < len(reference) and tokens == reference[: len(tokens)]  # same tokens up to the stop
 
 
 def test_seeded_sampling_decode_is_reproducible(tiny_lm):
     def sampled(seed: int) -> list[int]:
-        return _tokens(_run(tiny_lm, max_new_tokens=10, sampler=TokenSampler(1.0, top_p=0.95, seed=seed)))
+        return _decode(tiny_lm, max_new_tokens=10, rule=SamplingRule.of(1.0, 0.95, seed))[1]
 
     a, b, c = sampled(5), sampled(5), sampled(6)
     assert a == b and len(a) == 10

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from draftapprox_integrations.engine import DraftApproxEngine, SpecKVConfig
-from draftapprox_integrations.engine.capture import attention_modules
-from draftapprox_integrations.engine.decoding import TokenSampler, decode_tokens
+from draftapprox_integrations.engine.capture import AttentionObserver
+from draftapprox_integrations.engine.steps import DecodeRequest, decode_alone
 from draftapprox_integrations.engine.prompts import eos_token_ids, normalize_messages
 from draftapprox_integrations.engine.speckv import encode_prompt, prefill_and_compress
 
@@ -30,11 +30,10 @@ def _target(tiny_model_factory, arch):
 
 
 def _greedy(target, prefill, n=8):
-    steps = decode_tokens(
-        target.model, target.tokenizer, prefill.cache, prefill.first_logits, prefill.prompt_len,
-        max_new_tokens=n, sampler=TokenSampler(0.0), eos_ids=eos_token_ids(target),
+    request = DecodeRequest(
+        target.model, target.tokenizer, prefill.cache, prefill.first_logits, prefill.prompt_len, n, eos_token_ids(target)
     )
-    return [s.token_id for s in steps]
+    return decode_alone(request).lookahead.token_ids
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma3_text"])
@@ -63,15 +62,25 @@ def _cache_bytes(cache) -> int:
     )
 
 
-def _watch_peak(model):
-    """Record the total cache bytes right after each attention module runs (before any eviction hook)."""
-    seen: list[int] = []
+class _PeakWatch(AttentionObserver):
+    """The total cache bytes right after each layer's attention, before the eviction cuts it (an observer
+    entered before the prefill's own is called first)."""
 
-    def hook(module, args, kwargs, output):
-        seen.append(_cache_bytes(kwargs["cache"]))
+    def __init__(self, model):
+        super().__init__(model)
+        self.seen: list[int] = []
+        self._cache = None
+        self._handle = model.register_forward_pre_hook(self._grab, with_kwargs=True)
 
-    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in attention_modules(model)]
-    return seen, handles
+    def _grab(self, module, args, kwargs):
+        self._cache = kwargs["cache"]
+
+    def after(self, module) -> None:
+        self.seen.append(_cache_bytes(self._cache))
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+        super().__exit__(*exc)
 
 
 @pytest.mark.parametrize("method", ["snapkv", "speckv", "streamingllm"])
@@ -81,13 +90,9 @@ def test_peak_cache_is_the_kept_entries_plus_one_full_layer(tiny_model_factory, 
     look = LOOKAHEAD if method == "speckv" else []
     peaks = {}
     for layerwise in (True, False):
-        seen, handles = _watch_peak(target.model)
-        try:
+        with _PeakWatch(target.model) as watch:
             prefill = prefill_and_compress(target, ids, look, method=method, config=CFG, layerwise=layerwise)
-        finally:
-            for h in handles:
-                h.remove()
-        peaks[layerwise] = max(seen)
+        peaks[layerwise] = max(watch.seen)
         assert prefill.kv_bytes_peak == peaks[layerwise]  # the stat reports what was really alive
     n_layers = len(prefill.cache.layers)
     one_full_layer = prefill.kv_bytes_full // n_layers * (len(ids) + len(look)) // len(ids)

@@ -310,15 +310,16 @@ def test_speckv_pc_cascade_cuts_the_prompt_then_compresses_the_kv(tiny_model_fac
 @pytest.mark.parametrize("arch,reduction", [("llama", "mean"), ("gemma3_text", "max")])
 def test_self_draft_shares_one_prefill_and_matches_the_two_pass_computation(tiny_model_factory, arch, reduction):
     """One model as its own draft: prefill + lookahead in one cache equals a separate target prefill of both."""
-    from draftapprox_integrations.engine.speckv import draft_answer, self_draft_prefill
+    from draftapprox_integrations.engine.speckv import draft_answer, self_draft_steps
+    from draftapprox_integrations.engine.steps import run_alone
 
     engine = _engine(tiny_model_factory(arch))
     loaded = engine.target
     prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
     cfg = SpecKVConfig(budget=20, window_size=4, pooling="avg", kernel_size=5, reduction=reduction)
-    fused, text, look_ids = self_draft_prefill(loaded, prompt_ids, 6, config=cfg)
-    ref_text, ref_ids, _ = draft_answer(loaded, prompt_ids, 6)
-    assert (text, look_ids) == (ref_text, ref_ids) and len(look_ids) == 6
+    fused, text, look_ids = run_alone(self_draft_steps(loaded, prompt_ids, 6, config=cfg))
+    ref = run_alone(draft_answer(loaded, prompt_ids, 6))
+    assert (text, look_ids) == (ref.text, ref.token_ids) and len(look_ids) == 6
     two_pass = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
     assert fused.kept_indices.keys() == two_pass.kept_indices.keys()
     for layer, idx in fused.kept_indices.items():
@@ -456,13 +457,14 @@ def test_issue14_options_agree_across_the_three_prefill_routes(tiny_model_factor
     """keep_last / allocation / score_window select the same entries on every route: the self-draft prefill
     (all layers scored before the cut), the two-model prefill cut layer by layer (a global share is trimmed
     from what the layer held), and the same without layer-wise eviction."""
-    from draftapprox_integrations.engine.speckv import self_draft_prefill
+    from draftapprox_integrations.engine.speckv import self_draft_steps
+    from draftapprox_integrations.engine.steps import run_alone
 
     engine = _engine(tiny_model_factory("llama"))
     loaded = engine.target
     prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
     cfg = SpecKVConfig(budget=16, window_size=4, pooling="avg", kernel_size=3, **options)
-    fused, _, look_ids = self_draft_prefill(loaded, prompt_ids, 6, config=cfg)
+    fused, _, look_ids = run_alone(self_draft_steps(loaded, prompt_ids, 6, config=cfg))
     layerwise = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
     at_end = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg, layerwise=False)
     n_prompt = len(prompt_ids)

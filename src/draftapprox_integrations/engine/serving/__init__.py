@@ -1,6 +1,6 @@
 """The engine's loop: the one thread that runs model work, batching the answers it decodes."""
 
 from .loop import EngineLoop
-from .requests import Request
+from .requests import GenerationStream, Request
 
-__all__ = ["EngineLoop", "Request"]
+__all__ = ["EngineLoop", "GenerationStream", "Request"]

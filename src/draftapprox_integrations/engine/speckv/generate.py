@@ -1,9 +1,10 @@
 """One SpecKV generation, top to bottom: lookahead (and the SpecKV-PC cut), prefill, decode.
 
-``start_generation(plan, target, draft)`` takes loaded models and a tokenised plan and returns an
-:class:`AnswerRow`: the prefilled, compressed cache and the state of the answer's decode, which the
-engine's loop (``engine.serving``) steps together with other rows (``engine.batching``). The caller (the
-engine) picks the models and holds their lock. Methods:
+``generation_steps(plan, target, draft)`` takes loaded models and a tokenised plan; it is written as steps
+(``engine.steps``: one forward between two yields, the draft's lookahead handed out as a decode request)
+and returns an :class:`AnswerRow`: the prefilled, compressed cache and the state of the answer's decode, which
+the engine's loop (``engine.serving``) steps together with other rows (``engine.batching``). The caller (the
+engine) picks the models and holds their lock while a step runs. Methods:
 
 * ``full``: no compression (the reference).
 * ``snapkv``: the last ``window_size`` prompt queries score the prompt keys; per layer and KV head the top
@@ -21,16 +22,19 @@ After compression new tokens keep their true positions (prompt length + t): the 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 
+from ..batching import Joining, first_token
 from ..config import METHODS
-from ..decoding import DecodeStep, TokenSampler, TokenStream
+from ..decoding import DecodeStep, TokenStream
 from ..prompts import encode_prompt, eos_token_ids
+from ..sampling import SamplingRule
+from ..steps import Steps
+from ..timing import synced_clock
 from .cache import CompressedPrefill, full_bytes_uncut
 from .lookahead import draft_answer, lookahead_for_target, specpc_cut
 from .plan import GenerationPlan, fit_context, resolve_rate
-from .prefill import prefill_and_compress, self_draft_prefill
+from .prefill import prefill_and_compress, self_draft_steps
 from .results import GenerationStats, StreamChunk
 
 
@@ -51,10 +55,10 @@ class _Run:
     text: str | None = None
 
 
-def start_generation(plan: GenerationPlan, target, draft=None) -> AnswerRow:
+def generation_steps(plan: GenerationPlan, target, draft=None) -> Steps[AnswerRow]:
     """The draft's lookahead (if the method has one), the target's prefill and its cut: a row ready to decode."""
     run = _start(plan, target, draft)
-    prefill = _lookahead(run) if METHODS[run.method].needs_draft else None
+    prefill = (yield from _lookahead(run)) if METHODS[run.method].needs_draft else None
     if prefill is None:
         prefill = _prefill(run)
     _record_prefill(run, prefill)
@@ -66,7 +70,7 @@ def _start(plan: GenerationPlan, target, draft) -> _Run:
     run = _Run(
         plan, target, draft,
         stats=GenerationStats(method=plan.method, prompt_tokens=len(plan.prompt_ids), budget=cfg.budget),
-        method=plan.method, prompt_ids=list(plan.prompt_ids), started=time.perf_counter(), notes=list(plan.notes),
+        method=plan.method, prompt_ids=list(plan.prompt_ids), started=synced_clock(target.input_device), notes=list(plan.notes),
         messages=plan.messages, text=plan.text,
     )
     # A speckv-pc prompt may overflow the target until SpecPC cuts it: then the cut must run. A speckv-pc
@@ -79,28 +83,35 @@ def _start(plan: GenerationPlan, target, draft) -> _Run:
     return run
 
 
-def _lookahead(run: _Run) -> CompressedPrefill | None:
+def _lookahead(run: _Run) -> Steps[CompressedPrefill | None]:
     """The draft's answer (and, for speckv-pc, the cut prompt). Returns the prefill when one model is its own
     draft: its prefill and lookahead then serve as the target's prefill too."""
     plan, draft, target, stats = run.plan, run.draft, run.target, run.stats
-    started = time.perf_counter()
+    started = synced_clock(draft.input_device)
     n_look = plan.config.lookahead_tokens if plan.config.lookahead_tokens is not None else plan.max_new_tokens
     draft_ids = encode_prompt(draft, plan.messages, plan.text)
     fits = len(draft_ids) + n_look <= draft.context_length
     prefill, answered = None, True
     if run.method == "speckv" and draft is target and draft_ids == run.prompt_ids and fits:
-        prefill, text, run.lookahead_ids = self_draft_prefill(target, run.prompt_ids, n_look, config=plan.config, stop=plan.stop)
+        prefill, text, run.lookahead_ids = yield from self_draft_steps(
+            target, run.prompt_ids, n_look, config=plan.config, stop=plan.stop
+        )
         stats.draft_seconds = prefill.lookahead_seconds
         run.notes.append("self-draft: one prefill served the draft and the target")
     else:
-        answer = _draft_answer(run, draft_ids, n_look) if fits else _long_prompt_answer(run, len(draft_ids), n_look)
+        if fits:
+            answer = yield from _draft_answer(run, draft_ids, n_look)
+        else:
+            answer = yield from _long_prompt_answer(run, len(draft_ids), n_look)
         text, ids = answer or ("", [])
-        stats.draft_seconds = time.perf_counter() - started
+        stats.draft_seconds = synced_clock(draft.input_device) - started
         room = target.context_length - len(run.prompt_ids)
         run.lookahead_ids = lookahead_for_target(draft, target, text, ids)[:room]
         answered = answer is not None
     if not answered:
         run.notes.append("no lookahead: SnapKV behaviour")
+    elif n_look == 0:
+        run.notes.append("lookahead_tokens=0: no lookahead, SnapKV behaviour")
     elif not run.lookahead_ids:
         run.notes.append("the draft's answer is empty (EOS at once): SnapKV behaviour")
     stats.lookahead_text = text
@@ -108,15 +119,15 @@ def _lookahead(run: _Run) -> CompressedPrefill | None:
     return prefill
 
 
-def _draft_answer(run: _Run, draft_ids: list[int], n_look: int) -> tuple[str, list[int]]:
+def _draft_answer(run: _Run, draft_ids: list[int], n_look: int) -> Steps[tuple[str, list[int]]]:
     """The draft answers the whole prompt; speckv-pc's SpecPC then cuts the prompt with that answer."""
-    text, ids, _ = draft_answer(run.draft, draft_ids, n_look, run.plan.stop)
+    look = yield from draft_answer(run.draft, draft_ids, n_look, run.plan.stop)
     if run.method == "speckv-pc":
-        _cascade(run, text)
-    return text, ids
+        yield from _cascade(run, look.text)
+    return look.text, look.token_ids
 
 
-def _long_prompt_answer(run: _Run, n_draft: int, n_look: int) -> tuple[str, list[int]] | None:
+def _long_prompt_answer(run: _Run, n_draft: int, n_look: int) -> Steps[tuple[str, list[int]] | None]:
     """The prompt is too long for the draft to answer in one forward (None: no lookahead, said in a note).
 
     speckv-pc: SpecPC scores the prompt in chunks, each with its own short lookahead (``lookahead_tokens`` of
@@ -125,24 +136,24 @@ def _long_prompt_answer(run: _Run, n_draft: int, n_look: int) -> tuple[str, list
     draft = run.draft
     too_long = f"prompt ({n_draft} draft tokens) + lookahead too long for the draft's context ({draft.context_length})"
     run.notes.append(too_long)
-    if run.method != "speckv-pc" or not _cascade(run, None):
+    if run.method != "speckv-pc" or not (yield from _cascade(run, None)):
         return None
     cut_ids = encode_prompt(draft, run.messages, run.text)
     if len(cut_ids) + n_look > draft.context_length:
         run.notes.append(f"so is the cut prompt ({len(cut_ids)} draft tokens)")
         return None
     run.notes.append("SpecPC scored it with its own lookahead per chunk, then the draft answered the cut prompt")
-    text, ids, _ = draft_answer(draft, cut_ids, n_look, run.plan.stop)
-    return text, ids
+    look = yield from draft_answer(draft, cut_ids, n_look, run.plan.stop)
+    return look.text, look.token_ids
 
 
-def _cascade(run: _Run, lookahead_text: str | None) -> bool:
+def _cascade(run: _Run, lookahead_text: str | None) -> Steps[bool]:
     """SpecKV-PC: SpecPC (with the draft's answer, or its own lookahead when None) cuts the prompt before the
     target sees it; then the cut prompt must fit the target. Returns whether SpecPC cut it."""
     plan = run.plan
     cut = plan.prompt_budget < len(run.prompt_ids)
     if cut:
-        run.messages, run.text, note = specpc_cut(plan, run.draft, lookahead_text)
+        run.messages, run.text, note = yield from specpc_cut(plan, run.draft, lookahead_text)
         run.notes.append(note)
         run.prompt_ids = encode_prompt(run.target, run.messages, run.text)
     else:
@@ -177,33 +188,47 @@ def _record_prefill(run: _Run, prefill: CompressedPrefill) -> None:
         stats.kv_bytes_full = full_bytes_uncut(prefill, stats.prompt_tokens)
     stats.kv_bytes_kept = prefill.kv_bytes_kept
     stats.kv_bytes_peak = prefill.kv_bytes_peak
-    stats.prefill_seconds = time.perf_counter() - run.started
+    stats.prefill_seconds = synced_clock(run.target.input_device) - run.started
 
 
 class AnswerRow:
-    """One answer after its prefill: its compressed cache, the logits it samples next, and its decode state.
+    """One answer after its prefill: its compressed cache, the logits of its first token, and its decode state.
 
-    ``sample()`` picks the next token; ``chunk(step)`` turns the step into a stream chunk, filling the stats
-    on the last one. Whoever steps the row feeds the sampled token (at ``stream.fed()``) and sets ``logits``.
+    ``start()`` samples the first token (from the prefill's logits), ``push(token)`` takes each next one the
+    device sampled; each returns the step, and ``chunk(step)`` turns it into a stream chunk, filling the stats
+    on the last one. ``joining()`` is what the row brings to a decode batch (``engine.batching``).
     """
 
     def __init__(self, run: _Run, prefill: CompressedPrefill) -> None:
         plan, target = run.plan, run.target
         self.run = run
         self.cache = prefill.cache
-        self.logits = prefill.first_logits
+        self.first_logits = prefill.first_logits
+        self.position = prefill.prompt_len  # the true position of the first new token
+        self.rule = SamplingRule.of(plan.temperature, plan.top_p, plan.seed)
         self.stream = TokenStream(
-            target.tokenizer, max_new_tokens=plan.max_new_tokens, sampler=TokenSampler(plan.temperature, plan.top_p, plan.seed),
-            eos_ids=eos_token_ids(target), stop=plan.stop, next_position=prefill.prompt_len,
+            target.tokenizer, max_new_tokens=plan.max_new_tokens, eos_ids=eos_token_ids(target), stop=plan.stop
         )
         self.model = target.model
+        self.device = target.input_device
         self.first_token_at: float | None = None  # set by the first sample: a batched row may wait for others' prefills
         self.completion = 0
+        self._last: int | None = None
 
-    def sample(self) -> DecodeStep:
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-        return self.stream.next(self.logits)
+    def start(self) -> DecodeStep:
+        self.first_token_at = synced_clock(self.device)
+        return self.push(first_token(self.first_logits, self.rule))
+
+    def push(self, token: int) -> DecodeStep:
+        self._last = token
+        return self.stream.push(token)
+
+    def joining(self) -> Joining:
+        return Joining(self.cache, self._last, self.position, self.rule,
+                       headroom=self.stream.max_new_tokens - self.stream.sampled + 1)
+
+    def joined(self) -> None:
+        self.cache = self.first_logits = None  # the batch holds a copy: free the prefill's own tensors
 
     def chunk(self, step: DecodeStep) -> StreamChunk:
         if step.token_id is not None:
@@ -211,7 +236,7 @@ class AnswerRow:
         if step.finish_reason is None:
             return StreamChunk(text=step.text, token_id=step.token_id)
         run, stats = self.run, self.run.stats
-        ended = time.perf_counter()
+        ended = synced_clock(self.device)
         stats.completion_tokens = self.completion
         stats.decode_seconds = ended - self.first_token_at
         stats.total_seconds = ended - run.started

@@ -7,28 +7,33 @@ from collections.abc import Sequence
 import torch
 
 from .. import specpc
-from ..decoding import greedy_lookahead, new_cache
+from ..decoding import Lookahead, new_cache
 from ..prompts import Messages, eos_token_ids, same_vocabulary
+from ..steps import DecodeRequest, Steps
 from .plan import GenerationPlan
 
 
-@torch.no_grad()
-def draft_answer(draft, prompt_ids: Sequence[int], max_tokens: int, stop: Sequence[str] = ()) -> tuple[str, list[int], str]:
-    """The draft's greedy answer to its own rendering of the prompt: (text, token ids, finish reason)."""
+def draft_answer(draft, prompt_ids: Sequence[int], max_tokens: int, stop: Sequence[str] = ()) -> Steps[Lookahead]:
+    """The draft's greedy answer to its own rendering of the prompt (text, token ids, finish reason): one
+    prefill, then the answer decoded as a row beside the others (a decode request)."""
     if max_tokens <= 0:
-        return "", [], "length"
+        return Lookahead("", [], "length")
     cache = new_cache(draft.model)
-    out = draft.model(
-        input_ids=torch.tensor([list(prompt_ids)], device=draft.input_device),
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=1,
+    with torch.no_grad():
+        out = draft.model(
+            input_ids=torch.tensor([list(prompt_ids)], device=draft.input_device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    request = DecodeRequest(
+        draft.model, draft.tokenizer, cache, out.logits[0, -1], len(prompt_ids), max_tokens, eos_token_ids(draft),
+        tuple(stop),
     )
-    look = greedy_lookahead(
-        draft.model, draft.tokenizer, cache, out.logits[0, -1], len(prompt_ids),
-        max_tokens=max_tokens, eos_ids=eos_token_ids(draft), stop=stop, feed_last=False,
-    )
-    return look.text, look.token_ids, look.finish_reason
+    del cache, out  # the request owns the cache now: a batch copies it, and nothing else holds it
+    yield
+    decoded = yield request
+    return decoded.lookahead
 
 
 def lookahead_for_target(draft, target, text: str, draft_ids: list[int]) -> list[int]:
@@ -41,7 +46,7 @@ def lookahead_for_target(draft, target, text: str, draft_ids: list[int]) -> list
     return list(target.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def specpc_cut(plan: GenerationPlan, draft, lookahead_text: str | None) -> tuple[Messages | None, str | None, str]:
+def specpc_cut(plan: GenerationPlan, draft, lookahead_text: str | None) -> Steps[tuple[Messages | None, str | None, str]]:
     """SpecPC cuts the context part of the prompt to ``prompt_budget`` draft tokens with the draft's answer
     (None: SpecPC lets the draft write its own lookahead for each chunk it scores).
 
@@ -54,7 +59,7 @@ def specpc_cut(plan: GenerationPlan, draft, lookahead_text: str | None) -> tuple
         context = plan.messages[idx]["content"]
     else:
         idx, context = -1, plan.text
-    result = specpc.compress(
+    result = yield from specpc.compress_steps(
         draft, context, budget=plan.prompt_budget, config=plan.specpc_config, lookahead_text=lookahead_text
     )
     note = f"SpecPC kept {result.compressed_tokens} of {result.original_tokens} draft tokens of the context"

@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..config import METHODS, SpecKVConfig, SpecPCConfig, check_generation_method, check_rate
-from ..decoding import check_sampling, check_stop
+from ..decoding import check_stop
+from ..sampling import check_sampling
 from ..errors import ConfigError, ContextLengthError, EngineUsageError
 from ..prompts import Messages, Prompt, encode_prompt, normalize_messages
 
@@ -102,6 +103,10 @@ def check_options(
             raise ConfigError(f"specpc_config must be a SpecPCConfig, got {type(specpc_config).__name__}")
     if spec.needs_prompt_budget and prompt_budget is None:
         raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
+    if method == "streamingllm" and cfg.allocation != "uniform":
+        # StreamingLLM keeps sinks + the most recent tokens in every layer: no scores to share a budget by.
+        raise ConfigError("allocation='global' needs attention scores; method='streamingllm' keeps the same "
+                          "positions in every layer: use allocation='uniform' (the default) with it")
     if rate is None:
         _check_sinks(method, cfg)
     check_sampling(temperature, top_p, max_new_tokens)

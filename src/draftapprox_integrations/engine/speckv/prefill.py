@@ -1,31 +1,34 @@
 """The target's prefill, cut to what a method keeps: capture -> select -> cut, written once.
 
 Two routes share it. ``prefill_and_compress``: the target prefills prompt + the draft's lookahead in one
-forward (two models, or SnapKV / StreamingLLM with no lookahead). ``self_draft_prefill``: one model is its
-own draft, so its prefill and greedy lookahead, written into one cache, *are* that forward; the separate
-target prefill is skipped. The first answer token comes from the logits of the last prompt position
-(``logits_to_keep`` selects that single row: Gemma's vocabulary is 262k).
+forward (two models, or SnapKV / StreamingLLM with no lookahead). ``self_draft_steps``: one model is its own
+draft, so its prefill of the prompt, its greedy lookahead (decoded beside other rows) and one forward over
+that lookahead on the prompt's cache *are* that forward; the separate target prefill is skipped. The first
+answer token comes from the logits of the last prompt position (``logits_to_keep`` selects that single row:
+Gemma's vocabulary is 262k).
 
 Memory: the two-model prefill cuts each full-attention layer as soon as its attention has run (layer-wise
 eviction), so its peak is the kept entries + one layer's full KV. The self-draft prefill cannot: the
 model's own lookahead, written after the prompt, must attend to the whole prompt in every layer, so its
-peak is the full KV of prompt + lookahead, as for the draft of any two-model pair.
+peak is the full KV of prompt + lookahead, as for the draft of any two-model pair (while the lookahead
+decodes, the prompt's KV lives in its decode slot and is handed back from there; when other rows share that
+batch, it is copied back, so for that moment the prompt's KV is held twice).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
 
 import torch
 
-from ..capture import AttentionCapture, attention_modules
+from ..capture import AttentionCapture, AttentionObserver
 from ..config import SpecKVConfig
-from ..decoding import greedy_lookahead
+from ..decoding import Lookahead
 from ..errors import ConfigError
 from ..prompts import eos_token_ids
+from ..steps import DecodeRequest, Steps
+from ..timing import synced_clock
 from .cache import CompressedPrefill, cache_bytes, cut_full_layer, cut_prefill, recording_cache
 from ..scoring import pool1d
 from .selection import (
@@ -57,19 +60,19 @@ def key_capture(model, layers: Sequence[int], *, prompt_len: int, tail: int, que
     return AttentionCapture(model, queries, layers=layers, reducer=reducer)
 
 
-def layer_scores(capture, layer: int, config: SpecKVConfig, skip: int = 0) -> torch.Tensor:
-    """Layer ``layer``'s key scores [B, Hkv, K] from the forwards the capture recorded, the first ``skip``
-    left out (the self-draft prefill's window when ``score_window`` is off)."""
-    return combine_records(capture.records[layer][skip:], config.reduction)
+def layer_scores(records: dict, layer: int, config: SpecKVConfig, skip: int = 0) -> torch.Tensor:
+    """Layer ``layer``'s key scores [B, Hkv, K] from the forwards a capture recorded (``capture.records``),
+    the first ``skip`` left out (the self-draft prefill's window when ``score_window`` is off)."""
+    return combine_records(records[layer][skip:], config.reduction)
 
 
 def kept_of_layers(
-    capture, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, skip: int = 0
+    records: dict, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, skip: int = 0
 ) -> dict:
     """Every layer's kept prompt positions, once all of ``layers`` have been scored. Scores over more keys
     than ``prompt_len - tail`` (captured for a shorter tail) are cut to those."""
     return select_all_layers(
-        {i: layer_scores(capture, i, config, skip)[..., : prompt_len - tail] for i in layers}, prompt_len=prompt_len,
+        {i: layer_scores(records, i, config, skip)[..., : prompt_len - tail] for i in layers}, prompt_len=prompt_len,
         budget=budget, tail=tail, kernel_size=config.kernel_size, pooling=config.pooling,
         allocation=config.allocation,
     )
@@ -83,7 +86,7 @@ def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, tail: in
     (a subset of these, so nothing dropped is needed back)."""
     n = budget - tail
     cap = n if config.allocation == "uniform" else GLOBAL_CAP * n
-    pooled = pool1d(layer_scores(capture, layer, config), config.kernel_size, config.pooling)
+    pooled = pool1d(layer_scores(capture.records, layer, config), config.kernel_size, config.pooling)
     return top_with_tail(pooled, cap, prompt_len, tail)
 
 
@@ -93,38 +96,41 @@ def trim_to(layer, held: torch.Tensor, final: torch.Tensor) -> None:
     layer.keys, layer.values = layer.keys.gather(2, idx).contiguous(), layer.values.gather(2, idx).contiguous()
 
 
-@dataclass
-class Eviction:
-    """What layer-wise eviction did during a forward: the layers it cut and the largest cache it saw."""
-
-    cut: set[int] = field(default_factory=set)
-    peak_bytes: int = 0
-
-
-@contextmanager
-def evict_after_attention(model, cache, layers: Sequence[int], choose, prompt_len: int) -> Iterator[Eviction]:
-    """Cut each layer of ``layers`` right after its attention has run, inside the forward.
+class LayerwiseEviction(AttentionObserver):
+    """Cuts each layer of ``layers`` right after its attention has run, inside the forward.
 
     ``choose(i)`` gives layer i's kept prompt positions ([B, Hkv, k], or None to keep the whole prompt); the
     layer then holds only those (the lookahead's entries go too), so while the forward runs on, only the
-    current layer's full KV is alive. The cache's size is taken just before each cut: its largest value is
-    the prefill's peak.
+    current layer's full KV is alive. The cache's size is taken just before each cut: its largest value
+    (``peak_bytes``) is the prefill's peak. ``cut`` lists the layers cut. An observer of the forwards of the
+    calling thread only (``capture.AttentionObserver``): another engine's forward on the same weights is
+    never cut by it.
     """
-    done = Eviction()
-    wanted = set(layers)
 
-    def hook(module, args, output) -> None:
+    def __init__(self, model, cache, layers: Sequence[int], choose, prompt_len: int) -> None:
+        super().__init__(model, layers=layers)
+        self.cache, self.choose, self.prompt_len = cache, choose, prompt_len
+        self.cut: set[int] = set()
+        self.peak_bytes = 0
+
+    def after(self, module) -> None:
         i = module.layer_idx
-        done.peak_bytes = max(done.peak_bytes, cache_bytes(cache))
-        cut_full_layer(cache.layers[i], choose(i), prompt_len)
-        done.cut.add(i)
+        self.peak_bytes = max(self.peak_bytes, cache_bytes(self.cache))
+        cut_full_layer(self.cache.layers[i], self.choose(i), self.prompt_len)
+        self.cut.add(i)
 
-    handles = [m.register_forward_hook(hook) for m in attention_modules(model) if m.layer_idx in wanted]
-    try:
-        yield done
-    finally:
-        for handle in handles:
-            handle.remove()
+
+class _NoEviction:
+    """What a prefill without layer-wise eviction reports: no layer cut during the forward."""
+
+    cut: frozenset = frozenset()
+    peak_bytes = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 @torch.no_grad()
@@ -164,7 +170,7 @@ def prefill_and_compress(
         return kept_i
 
     evicting = layerwise and method != "full"
-    eviction = evict_after_attention(model, cache, full_layers, remember, prompt_len) if evicting else nullcontext(Eviction())
+    eviction = LayerwiseEviction(model, cache, full_layers, remember, prompt_len) if evicting else _NoEviction()
     with capture, eviction as evicted:
         out = model(
             input_ids=torch.tensor([list(prompt_ids) + lookahead], device=device),
@@ -190,7 +196,7 @@ def _global_shares(capture, cache, held: dict, *, prompt_len, budget, tail, conf
     """The global allocation, once every layer is scored: each layer's share of the selected keys, taken
     among the ``GLOBAL_CAP`` x mean it holds (``kept_of_layer``); layers already cut are trimmed to it."""
     layers = sorted(held)
-    pooled = [pool1d(layer_scores(capture, i, config), config.kernel_size, config.pooling) for i in layers]
+    pooled = [pool1d(layer_scores(capture.records, i, config), config.kernel_size, config.pooling) for i in layers]
     final = {}
     for i, p, count in zip(layers, pooled, layer_counts(pooled, budget - tail, "global")):
         chosen = held[i][..., : held[i].shape[-1] - tail]  # sorted: the tail is the last positions
@@ -223,21 +229,22 @@ def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, c
     return (lambda i: None), nullcontext()
 
 
-@torch.no_grad()
-def self_draft_prefill(
+def self_draft_steps(
     model_,
     prompt_ids: Sequence[int],
     n_lookahead: int,
     *,
     config: SpecKVConfig,
     stop: Sequence[str] = (),
-) -> tuple[CompressedPrefill, str, list[int]]:
+) -> Steps[tuple[CompressedPrefill, str, list[int]]]:
     """SpecKV when the draft *is* the target: one prefill serves both.
 
-    The model prefills the prompt once (window queries captured), then greedily writes the lookahead into
-    the same cache, each new token's attention captured as it is fed. That is exactly what the target's
-    prefill of prompt + lookahead would compute (same weights, same causal attention). The lookahead's
-    entries are then dropped and the prompt's compressed. Returns the prefill, the lookahead text and ids.
+    The model prefills the prompt once (the window's queries captured), writes its greedy lookahead from
+    there (a decode request: batched with other rows, nothing captured), then one forward over the lookahead
+    on the prompt's cache scores the keys with the lookahead's queries. Causal attention makes that forward's
+    scores those of the target's prefill of prompt + lookahead, and those of capturing each lookahead token as
+    it was decoded (one forward instead of one capture per token). The lookahead's entries are then dropped
+    and the prompt's compressed. Returns the prefill, the lookahead text and ids.
     """
     model, device = model_.model, model_.input_device
     prompt_len = len(prompt_ids)
@@ -245,33 +252,48 @@ def self_draft_prefill(
     window = min(config.window_size, prompt_len)
     cache, full_layers = recording_cache(model)
     scoring = budget < prompt_len
-    capture = (
-        # Scored for the tail a lookahead gets; a lookahead that ends at once falls back to the window.
-        key_capture(model, full_layers, prompt_len=prompt_len, tail=kept_tail(config, window, n_lookahead > 0),
-                    queries=window, config=config)
-        if scoring
-        else nullcontext()
-    )
-    with capture:
-        out = model(
-            input_ids=torch.tensor([list(prompt_ids)], device=device), cache=cache, use_cache=True, logits_to_keep=1
+    tail = kept_tail(config, window, n_lookahead > 0)  # a lookahead that ends at once falls back to the window
+    records: dict[int, list] = {}
+    with torch.no_grad(), _scoring(model, full_layers, scoring, prompt_len, tail, window, config, records):
+        out = model(input_ids=torch.tensor([list(prompt_ids)], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+    first_logits = out.logits[0, -1].float()
+    del out
+    yield
+    started = synced_clock(device)
+    look = Lookahead("", [], "length")
+    if n_lookahead > 0:
+        decoded = yield DecodeRequest(
+            model, model_.tokenizer, cache, first_logits, prompt_len, n_lookahead, eos_token_ids(model_), tuple(stop),
+            keep_prompt=prompt_len,
         )
-        first_logits = out.logits[0, -1].float()
-        started = time.perf_counter()
-        look = greedy_lookahead(
-            model, model_.tokenizer, cache, first_logits, prompt_len,
-            max_tokens=n_lookahead, eos_ids=eos_token_ids(model_), stop=stop,
-        )
+        look = decoded.lookahead
+    if look.token_ids:
+        ids = torch.tensor([look.token_ids], device=device)
+        positions = torch.arange(prompt_len, prompt_len + len(look.token_ids), device=device)[None]
+        with torch.no_grad(), _scoring(model, full_layers, scoring, prompt_len, tail, len(look.token_ids), config, records):
+            model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        yield
     kept: dict[int, torch.Tensor] = {}
     if scoring:
-        # records[0] is the prompt's forward (the window's queries), then one per lookahead token.
+        # records[i][0] is the prompt's forward (the window's queries), then the lookahead's forward.
         skip = 0 if config.score_window or not look.token_ids else 1
-        kept = kept_of_layers(
-            capture, full_layers, prompt_len=prompt_len, budget=budget,
-            tail=kept_tail(config, window, bool(look.token_ids)), config=config, skip=skip,
-        )
+        kept = kept_of_layers(records, full_layers, prompt_len=prompt_len, budget=budget, config=config, skip=skip,
+                              tail=kept_tail(config, window, bool(look.token_ids)))
     prefill = cut_prefill(
         cache, first_logits, prompt_len, budget, kept, len(look.token_ids),
-        lookahead_seconds=time.perf_counter() - started,
+        lookahead_seconds=synced_clock(device) - started,
     )
     return prefill, look.text, look.token_ids
+
+
+@contextmanager
+def _scoring(model, layers, scoring: bool, prompt_len: int, tail: int, queries: int, config: SpecKVConfig, records: dict):
+    """A key capture of ``queries`` queries whose records go into ``records`` (nothing when not scoring)."""
+    if not scoring:
+        yield
+        return
+    capture = key_capture(model, layers, prompt_len=prompt_len, tail=tail, queries=queries, config=config)
+    with capture:
+        yield
+    for i, found in capture.records.items():
+        records.setdefault(i, []).extend(found)

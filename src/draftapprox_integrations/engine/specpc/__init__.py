@@ -37,9 +37,10 @@ from .compress import (
     CompressionRequest,
     ScoredRequest,
     compress,
+    compress_steps,
     finish,
     prepare,
-    score_request,
+    score_steps,
     select_documents,
 )
 from .fitting import spend_budget
@@ -66,6 +67,7 @@ __all__ = [
     "ScoredRequest",
     "combine_scores",
     "compress",
+    "compress_steps",
     "finish",
     "neighbor_offsets",
     "prepare",
@@ -74,7 +76,7 @@ __all__ = [
     "resolve_budget",
     "score_context",
     "score_prompt",
-    "score_request",
+    "score_steps",
     "select_documents",
     "select_tokens",
     "spend_budget",

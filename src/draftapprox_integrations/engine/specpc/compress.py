@@ -1,7 +1,8 @@
 """SpecPC end to end: validate a request, score it with the draft, spend the budget, render the kept text.
 
 The three steps are separate so a caller that guards the draft with a lock (the engine) holds it only for
-``score_request``; ``prepare`` needs no model and ``finish`` is pure tensor and text work.
+``score_steps`` (written as steps, ``engine.steps``: one draft forward at a time); ``prepare`` needs no model
+and ``finish`` is pure tensor and text work.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from ..alignment import render_spans, tokenize_with_offsets
 from ..config import SpecPCConfig
 from ..errors import ConfigError, InvalidInputError
 from ..prompts import check_text
+from ..steps import Steps, run_alone
+from ..timing import synced_clock
 from .fitting import spend_budget
 from .results import CompressedDocument, CompressionResult
 from .scorer import EncodedDocuments, ScoredContext, score_context
@@ -99,9 +102,9 @@ def prepare(
     )
 
 
-def score_request(draft, request: CompressionRequest) -> ScoredRequest:
-    """Tokenise the context once and, unless the budget covers it all, score it with the draft."""
-    started = time.perf_counter()
+def score_steps(draft, request: CompressionRequest) -> Steps[ScoredRequest]:
+    """Tokenise the context once and, unless the budget covers it all, score it with the draft (as steps)."""
+    started = synced_clock(draft.input_device)
     encoded = [tokenize_with_offsets(draft.tokenizer, t) for t in request.texts]
     docs = EncodedDocuments(request.texts, [e[0] for e in encoded], [e[1] for e in encoded])
     total = sum(docs.lengths)
@@ -111,7 +114,7 @@ def score_request(draft, request: CompressionRequest) -> ScoredRequest:
     look_ids = None
     if request.lookahead_text is not None:
         look_ids = tokenize_with_offsets(draft.tokenizer, request.lookahead_text)[0]
-    scored = score_context(
+    scored = yield from score_context(
         draft, docs, request.query, request.config, lookahead_ids=look_ids,
         max_prompt_tokens=request.max_prompt_tokens, progress=request.progress,
     )
@@ -132,7 +135,7 @@ def finish(request: CompressionRequest, scored: ScoredRequest) -> CompressionRes
         documents=docs,
         original_tokens=total,
         compressed_tokens=sum(d.compressed_tokens for d in docs),
-        seconds=time.perf_counter() - scored.started,
+        seconds=synced_clock() - scored.started,
         lookahead_text=shown,
         budget=scored.keep,
         selected_tokens=selected,
@@ -143,10 +146,16 @@ def finish(request: CompressionRequest, scored: ScoredRequest) -> CompressionRes
     )
 
 
-def compress(draft, context: str | Sequence[str], query: str | None = None, **options) -> CompressionResult:
-    """SpecPC in one call with a loaded draft: ``prepare`` (same arguments), ``score_request``, ``finish``."""
+def compress_steps(draft, context: str | Sequence[str], query: str | None = None, **options) -> Steps[CompressionResult]:
+    """SpecPC as steps with a loaded draft: ``prepare`` (same arguments), ``score_steps``, ``finish``."""
     request = prepare(context, query, **options)
-    return finish(request, score_request(draft, request))
+    scored = yield from score_steps(draft, request)
+    return finish(request, scored)
+
+
+def compress(draft, context: str | Sequence[str], query: str | None = None, **options) -> CompressionResult:
+    """SpecPC in one call with a loaded draft, in the calling thread (:func:`compress_steps` run alone)."""
+    return run_alone(compress_steps(draft, context, query, **options))
 
 
 def select_documents(

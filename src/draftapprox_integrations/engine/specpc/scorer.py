@@ -1,6 +1,8 @@
 """The expensive half of SpecPC: draft forwards under attention capture, one score per context token.
 
-The caller holds whatever lock guards the draft; nothing here selects or renders text.
+Written as steps (``engine.steps``): one forward between two yields, a generated lookahead handed out as a
+decode request. The caller holds whatever lock guards the draft while a step runs; nothing here selects or
+renders text.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from tqdm.auto import tqdm
 from ..alignment import Span
 from ..capture import AttentionCapture, ForwardStopped
 from ..config import SpecPCConfig
-from ..decoding import greedy_lookahead, new_cache
+from ..decoding import new_cache
 from ..errors import ConfigError
 from ..prompts import eos_token_ids
+from ..steps import DecodeRequest, Steps
 from .layout import PromptLayout, build_layout, plan_chunks
 from .selection import combine_scores, reduce_window_attention
 
@@ -66,7 +69,7 @@ def score_context(
     lookahead_ids: list[int] | None = None,
     max_prompt_tokens: int | None = None,
     progress: bool = False,
-) -> ScoredContext:
+) -> Steps[ScoredContext]:
     """Run the draft over the documents + question (in chunks when needed) and score every context token.
 
     ``lookahead_ids``: a given answer (draft tokens) to score with instead of generating
@@ -87,7 +90,7 @@ def score_context(
         started = time.perf_counter()
         prompt, placed = _chunk_prompt(layout, pieces, docs.token_ids, query is not None)
         window = len(layout.question) if query is not None else len(prompt)
-        scores, look = score_prompt(
+        scores, look = yield from score_prompt(
             draft, prompt, observation=min(config.window_size, window), config=config, lookahead_ids=lookahead_ids
         )
         for pos, piece in placed:
@@ -114,7 +117,6 @@ def _chunk_prompt(layout: PromptLayout, pieces, doc_ids: list[list[int]], with_q
     return prompt, placed
 
 
-@torch.inference_mode()
 def score_prompt(
     draft,
     prompt_ids: list[int],
@@ -122,64 +124,75 @@ def score_prompt(
     observation: int,
     config: SpecPCConfig,
     lookahead_ids: list[int] | None,
-) -> tuple[torch.Tensor, list[int]]:
+) -> Steps[tuple[torch.Tensor, list[int]]]:
     """Per-position scores [len(prompt_ids)] of one draft prompt, and the lookahead ids (given or generated).
 
     The last ``observation`` prompt queries form one scoring step; each lookahead token is one more step.
-    A given lookahead is scored in the same forward as the prompt; otherwise the draft writes
-    ``config.lookahead_tokens`` greedily and each token's attention is captured as it is fed.
+    A given lookahead is scored in the same forward as the prompt. Otherwise the draft writes up to
+    ``config.lookahead_tokens`` greedily (a decode request, nothing captured) and one forward over them on
+    the prompt's cache scores them: under causal attention that forward sees what each token saw when it was
+    written.
     """
     model = draft.model
     layers = _scored_layers(model, config)
     prompt_len = len(prompt_ids)
     given = list(lookahead_ids) if lookahead_ids is not None else None
-    # What the reducer needs to know about the forward it is looking at (updated before each lookahead feed).
-    state = {"lookahead": len(given or ()), "total": prompt_len + len(given or ())}
-
-    def reducer(weights: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
-        return reduce_window_attention(
-            weights,
-            lookahead=state["lookahead"],
-            prompt_len=prompt_len,
-            head_reduction=config.head_reduction,
-            weighted_query=config.weighted_query,
-            total_len=state["total"],
-        ).cpu()
-
-    def before_feed(n: int) -> None:
-        state.update(lookahead=1, total=prompt_len + n)
-
     device = draft.input_device
-    window = observation + len(given or ())
     # Without tokens to generate no logits are needed: the forward stops after the last scored layer.
     one_pass = given is not None or config.lookahead_tokens == 0
     stop = layers[-1] if one_pass and layers[-1] < _layer_count(model) - 1 else None
-    with AttentionCapture(model, window, layers=layers, reducer=reducer, stop_after=stop) as capture:
-        if one_pass:
-            ids = prompt_ids + (given or [])
+    records: list[dict] = []
+    if one_pass:
+        capture = _capture(model, layers, config, prompt_len, observation + len(given or ()), len(given or ()), stop)
+        with torch.inference_mode(), capture:
             try:
-                model(input_ids=torch.tensor([ids], device=device), use_cache=False, logits_to_keep=1)
+                model(input_ids=torch.tensor([prompt_ids + (given or [])], device=device), use_cache=False, logits_to_keep=1)
             except ForwardStopped:
                 pass
-            look = given or []
-        else:
-            look = _generate_lookahead(draft, prompt_ids, config.lookahead_tokens, before_feed)
-    per_layer = [torch.cat(capture.records[i], dim=0) for i in layers if i in capture.records]
+        records.append(capture.records)
+        look = given or []
+        yield
+    else:
+        cache = new_cache(model)
+        capture = _capture(model, layers, config, prompt_len, observation, 0, None)
+        with torch.inference_mode(), capture:
+            out = model(input_ids=torch.tensor([prompt_ids], device=device), cache=cache, use_cache=True, logits_to_keep=1)
+        records.append(capture.records)
+        request = DecodeRequest(
+            model, draft.tokenizer, cache, out.logits[0, -1], prompt_len, config.lookahead_tokens, eos_token_ids(draft),
+            keep_prompt=prompt_len,
+        )
+        del cache, out
+        yield
+        decoded = yield request
+        look = decoded.lookahead.token_ids
+        if look:
+            capture = _capture(model, layers, config, prompt_len, len(look), len(look), None)
+            with torch.inference_mode(), capture:
+                model(
+                    input_ids=torch.tensor([look], device=device),
+                    position_ids=torch.arange(prompt_len, prompt_len + len(look), device=device)[None],
+                    cache=decoded.cache, use_cache=True, logits_to_keep=1,
+                )
+            records.append(capture.records)
+            yield
+    per_layer = [torch.cat([r[i][0] for r in records if i in r], dim=0) for i in layers if any(i in r for r in records)]
     if not per_layer:
         raise RuntimeError("attention capture recorded nothing: is the draft loaded with the draftapprox attention?")
     return combine_scores(torch.stack(per_layer), config.layer_reduction, config.step_reduction), look
 
 
-def _generate_lookahead(draft, prompt_ids: list[int], n_tokens: int, before_feed) -> list[int]:
-    """Prefill the prompt and let the draft write ``n_tokens`` (>= 1) greedily, feeding each one (EOS ends early)."""
-    model = draft.model
-    cache = new_cache(model)
-    out = model(input_ids=torch.tensor([prompt_ids], device=draft.input_device), cache=cache, use_cache=True, logits_to_keep=1)
-    look = greedy_lookahead(
-        model, draft.tokenizer, cache, out.logits[0, -1], len(prompt_ids),
-        max_tokens=n_tokens, eos_ids=eos_token_ids(draft), before_feed=before_feed,
-    )
-    return look.token_ids
+def _capture(model, layers, config: SpecPCConfig, prompt_len: int, window: int, lookahead: int, stop_after):
+    """A capture of ``window`` queries (the last ``lookahead`` of them lookahead tokens, one scoring step
+    each) reduced at once to per-step scores of the prompt's tokens."""
+
+    def reducer(weights: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+        return reduce_window_attention(
+            weights, lookahead=lookahead, prompt_len=prompt_len, head_reduction=config.head_reduction,
+            weighted_query=config.weighted_query, total_len=prompt_len + lookahead,
+        )
+
+    return AttentionCapture(model, window, layers=layers, reducer=reducer, stop_after=stop_after)
 
 
 def _layer_count(model) -> int:
