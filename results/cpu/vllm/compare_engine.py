@@ -32,6 +32,7 @@ def engine_phase() -> None:
     from draftapprox_integrations import get_engine
     from draftapprox_integrations.engine.prompts import encode_prompt
     from draftapprox_integrations.engine.speckv.lookahead import draft_answer
+    from draftapprox_integrations.engine.steps import run_alone
     from draftapprox_integrations.evals.scoring import score_prediction
     from draftapprox_integrations.evals.tasks import generate_samples
 
@@ -46,7 +47,8 @@ def engine_phase() -> None:
                                      temperature=0.0, chat=False)
             seconds = time.perf_counter() - started
             prompt_ids = encode_prompt(engine.target, None, text)
-            look_text, look_ids, _ = draft_answer(engine.draft, prompt_ids, s.max_new_tokens)
+            look = run_alone(draft_answer(engine.draft, prompt_ids, s.max_new_tokens))
+            look_text, look_ids = look.text, look.token_ids
             row = dict(id=s.id, task=s.task, answers=s.answers, match=s.match, prompt_ids=prompt_ids,
                        max_new_tokens=s.max_new_tokens, lookahead_ids=look_ids,
                        lookahead_same_as_engine=look_text == result.stats.lookahead_text,

@@ -17,6 +17,7 @@ from ..engine.config import DEFAULT_MODEL, SpecKVConfig
 from ..engine.prompts import encode_prompt
 from ..engine.shared_engines import get_engine
 from ..engine.speckv.lookahead import draft_answer
+from ..engine.steps import run_alone
 from .xargs import speckv_xargs
 
 
@@ -45,7 +46,7 @@ class DraftAnswers:
         draft = get_engine(self.draft_model, device=self.device, dtype=self.dtype).draft
         with self._lock:
             ids = encode_prompt(draft, list(messages) if messages is not None else None, text)
-            answer, _, _ = draft_answer(draft, ids, n)
+            answer = run_alone(draft_answer(draft, ids, n)).text
         return speckv_xargs(self.target_ids(answer), self.config.budget, self.config)
 
     def target_ids(self, text: str) -> list[int]:
