@@ -66,3 +66,19 @@ def test_answer_room_keeps_prompt_answer_and_first_token_below_max_len():
 def test_stand_in_prompt_is_the_prompt_tail():
     assert layout.stand_in_prompt([1, 2, 3, 4, 5], 2) == [4, 5]
     assert layout.stand_in_prompt([1, 2], 2) == [1, 2]
+
+
+def _config(prefix=False, chunked=False, spec=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(cache_config=SimpleNamespace(enable_prefix_caching=prefix),
+                           scheduler_config=SimpleNamespace(enable_chunked_prefill=chunked), speculative_config=spec)
+
+
+def test_speckv_runs_only_with_whole_prefills_and_no_prefix_cache():
+    from draftapprox_integrations.vllm_plugin.scheduler import speckv_supported
+
+    assert speckv_supported(_config()) is None
+    assert "--no-enable-prefix-caching" in speckv_supported(_config(prefix=True))
+    assert "--no-enable-chunked-prefill" in speckv_supported(_config(chunked=True))
+    assert "speculative" in speckv_supported(_config(spec=object()))
