@@ -49,6 +49,18 @@ async def await_counting_ticks(awaitable):
     return result, ticks
 
 
+@torch.no_grad()
+def dynamic_greedy(model, cache, logits: torch.Tensor, position: int, n: int) -> list[int]:
+    """Reference decode: ``n`` greedy tokens from ``logits`` (the last prompt position's), each fed at its true
+    position to ``model`` over its own dynamic ``cache``, one plain transformers forward per token."""
+    out = []
+    for step in range(n):
+        out.append(int(logits.argmax()))
+        logits = model(input_ids=torch.tensor([[out[-1]]]), position_ids=torch.tensor([[position + step]]),
+                       cache=cache, use_cache=True).logits[0, -1]
+    return out
+
+
 # -- attention capture ---------------------------------------------------------------------------------
 
 CAPTURE_WINDOW = 8

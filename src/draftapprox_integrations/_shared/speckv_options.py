@@ -193,6 +193,11 @@ class SpecKVOptions(AdapterOptions):
                 data[name] = data.pop(alias)
         for name in ("draft_model_kwargs", "target_model_kwargs"):
             check_model_kwargs(data.get(name), name)
+        engine = data.get("engine")
+        if engine is not None and "max_batch_size" in data and data["max_batch_size"] != engine.max_batch_size:
+            raise ConfigError(f"{cls.__name__}: max_batch_size={data['max_batch_size']!r} applies to the engine an adapter "
+                              f"creates; the engine given decodes up to {engine.max_batch_size} (build it with "
+                              "max_batch_size=...)")
         data["config"] = as_speckv_config(data.get("config"))
         if "stop" in data:
             data["stop"] = as_stop_list(data["stop"])

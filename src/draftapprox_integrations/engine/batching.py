@@ -59,7 +59,7 @@ class DecodeBatch:
     each row's next token (host ints); ``remove(keep)`` keeps only the rows at ``keep``.
     """
 
-    def __init__(self, model, kinds: tuple[LayerKind, ...], *, entries: int, device, max_slots: int = 8,
+    def __init__(self, model, kinds: tuple[LayerKind, ...], *, entries: int, device, max_slots: int = 8, slots: int = 1,
                  graphs=None) -> None:
         self.model = model
         self.kinds = kinds
@@ -71,8 +71,11 @@ class DecodeBatch:
         self.lent = False  # a row's prompt entries were handed over as views of the store: never refill it
         self._written: list[list[int]] = []  # host mirror of the rows' entries per layer
         self._rules: list[SamplingRule] = []
-        self.store = SlotStore(kinds, slots=1, capacity=bucket(entries + 1), device=self.device)
-        self._state_for(1)
+        # ``slots``: the rows expected to join soon (the loop knows how many requests are starting): the store
+        # is made that wide at once, since growing it later copies every buffer (twice the memory meanwhile).
+        slots = max(1, min(slots, max_slots))
+        self.store = SlotStore(kinds, slots=slots, capacity=bucket(entries + 1), device=self.device)
+        self._state_for(slots)
 
     @classmethod
     def for_cache(cls, model, cache, **kwargs) -> DecodeBatch:

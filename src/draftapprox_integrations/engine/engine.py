@@ -69,9 +69,8 @@ class DraftApproxEngine:
 
     # -- models ---------------------------------------------------------------------------------
 
-    @property
-    def lock(self) -> FairRLock:
-        return self._lock
+    lock = property(lambda self: self._lock, doc="the engine's model lock (the loop takes it for every step)")
+    max_batch_size = property(lambda self: self._loop.max_batch_size, doc="the most generations decoded together")
 
     @property
     def has_draft(self) -> bool:

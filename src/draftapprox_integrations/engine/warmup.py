@@ -5,7 +5,7 @@ On a GPU the first call at a new length ran 2-4x slower than the same call repea
 compiled, the caching allocator growing, CUDA graphs captured for each decode shape). ``engine.warmup(...)``
 runs those shapes once, on a synthetic prompt, so that a user's first request is a warm one. The decode
 batches it leaves behind (their buffers and graphs) stay with the engine's loop for the next rows of those
-shapes (``serving.rows.IDLE_BATCH_BYTES``).
+shapes (up to ``serving.rows.IDLE_MEMORY_SHARE`` of the device's memory).
 """
 
 from __future__ import annotations

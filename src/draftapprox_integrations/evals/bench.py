@@ -40,9 +40,8 @@ REAL_PAIRS = {"smollm2": (SMOLLM2, SMOLLM2)}
 
 # Small enough for a 2-core CPU in a few minutes.
 DEFAULT_BENCH = dict(pairs=("smollm2",), lengths=(1024, 2048, 4096), budget=256, max_new_tokens=32)
-# The larger grids behind the committed figures (CPU: random 0.5B -> 1.5B; GPU: random 0.5B -> 8B, 8k-32k).
+# The larger CPU grid behind the committed figures (random 0.5B -> 1.5B). The GPU grid is evals.gpu_bench.
 LARGE_BENCH_CPU = dict(pairs=("smollm2", "qwen2.5-0.5b:qwen2.5-1.5b"), lengths=(1024, 2048, 4096), budget=256, max_new_tokens=32)
-LARGE_BENCH_GPU = dict(pairs=("qwen2.5-0.5b:llama-3.1-8b",), lengths=(8192, 16384, 32768), budget=1024, max_new_tokens=64)
 
 
 @dataclass
@@ -315,7 +314,6 @@ __all__ = [
     "BENCH_METHODS",
     "DEFAULT_BENCH",
     "LARGE_BENCH_CPU",
-    "LARGE_BENCH_GPU",
     "RANDOM_SHAPES",
     "REAL_PAIRS",
     "BenchConfig",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..engine.config import DEFAULT_MODEL, GENERATION_METHODS
 from ..engine.errors import MissingExtraError
-from .bench import BENCH_METHODS, DEFAULT_BENCH, LARGE_BENCH_CPU, LARGE_BENCH_GPU, RANDOM_SHAPES, REAL_PAIRS
+from .bench import BENCH_METHODS, DEFAULT_BENCH, LARGE_BENCH_CPU, RANDOM_SHAPES, REAL_PAIRS
 from .extras import BENCH_MODULES, EVAL_MODULES, RENDER_MODULES, require
+from .gpu_bench import GRID as GPU_GRID
 from .runner import DEFAULT_GRID, LARGE_GRID, METHODS, PROMPT_STYLES
 from .kv_candidates import CANDIDATES
 from .tasks import TASKS
@@ -61,12 +63,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.grid == "large-gpu":  # no plots, no extras: it runs where only torch and transformers are
+        from .gpu_bench import GpuBench
+
+        records = GpuBench(args.tokenizer, Path(args.out), small=args.small, seconds=args.seconds).run()
+        return 1 if any("error" in r for r in records) or not records else 0
     missing = _missing_extra("bench", BENCH_MODULES)
     if missing is not None:
         return missing
     from .bench import BenchConfig, run_bench, run_throughput_bench, summary_lines
 
-    grid = dict({"small": DEFAULT_BENCH, "large-cpu": LARGE_BENCH_CPU, "large-gpu": LARGE_BENCH_GPU}[args.grid])
+    grid = dict({"small": DEFAULT_BENCH, "large-cpu": LARGE_BENCH_CPU}[args.grid])
     throughput = args.throughput_batches
     methods = args.methods or (list(THROUGHPUT_METHODS) if throughput else list(BENCH_METHODS))
     if throughput and (set(methods) - set(GENERATION_METHODS) or min(throughput) < 1):
@@ -169,7 +176,8 @@ def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
         description=(
             f"Pairs: {', '.join(REAL_PAIRS)} (real weights) or DRAFT:TARGET from {', '.join(RANDOM_SHAPES)} "
             f"(random weights, cost only). --grid small: {DEFAULT_BENCH}; large-cpu: {LARGE_BENCH_CPU}; "
-            f"large-gpu: {LARGE_BENCH_GPU}."
+            f"large-gpu: random models built in GPU memory, {GPU_GRID} (evals/gpu_bench.py: correctness of the graphed "
+            "decode, decode against plain and graphed transformers steps, TTFT, throughput, 16 x 32k, SpecPC)."
         ),
     )
     be.add_argument("--grid", choices=["small", "large-cpu", "large-gpu"], default="small", help="preset grid; the options below override it")
@@ -184,6 +192,9 @@ def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
                     help="measure throughput instead: B requests one by one against one batch of B, for each B "
                          f"(methods default to {' '.join(THROUGHPUT_METHODS)})")
     _device_args(be)
+    be.add_argument("--tokenizer", metavar="FOLDER", help="large-gpu: the random models' tokenizer (default: SmolLM2's, embedded)")
+    be.add_argument("--small", action="store_true", help="large-gpu: toy shapes and short prompts (a dry run, any device)")
+    be.add_argument("--seconds", type=float, help="large-gpu: the time it may take; sections that would not fit are skipped")
     be.add_argument("--seed", type=int, default=0, help="seed of the prompts and the random weights (default: %(default)s)")
     be.add_argument("--out", default="draftapprox-results/bench", help="output folder (JSON + PNG per pair)")
     be.set_defaults(func=cmd_bench)

@@ -30,6 +30,9 @@ RANDOM_SHAPES: dict[str, dict[str, Any]] = {
     "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True),
     "llama-3.2-3b": dict(model_type="llama", hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True),
     "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False),
+    # Llama-shaped toys, for a CPU dry run of the GPU bench (seconds, not a measurement).
+    "llama-toy-draft": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True),
+    "llama-toy": dict(model_type="llama", hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True),
 }
 
 
@@ -41,43 +44,23 @@ def random_model_folder(shape: str, *, seed: int = 0, max_positions: int = 32768
     drawn N(0, 0.02) (norms 1), which is all a cost measurement needs.
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from ..engine.loading import cache_dir, load_tokenizer
 
     if shape not in RANDOM_SHAPES:
         raise ConfigError(f"unknown random shape {shape!r}; known: {', '.join(RANDOM_SHAPES)}")
-    spec = dict(RANDOM_SHAPES[shape])
-    digest = hashlib.sha256(json.dumps([spec, seed, max_positions], sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha256(json.dumps([RANDOM_SHAPES[shape], seed, max_positions], sort_keys=True).encode()).hexdigest()[:10]
     folder = (root or cache_dir() / "random-models") / f"{shape}-{digest}"
     if (folder / "draftapprox-random.json").is_file():
         return folder
     tokenizer = load_tokenizer(SMOLLM2)
-    model_type = spec.pop("model_type")
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=max_positions,
-        rope_theta=1_000_000.0,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **spec,
-    )
-    config.dtype = torch.bfloat16
+    config = random_config(shape, tokenizer, max_positions)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     model.to_empty(device="cpu")
     model.tie_weights()  # to_empty gives tied parameters separate storage; re-tie before filling
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.fill_(1.0)
-            elif name.endswith(".bias"):
-                p.zero_()
-            else:
-                p.normal_(0.0, 0.02, generator=gen)
+    fill_random(model, seed)
     tmp = folder.with_name(folder.name + ".partial")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -91,3 +74,38 @@ def random_model_folder(shape: str, *, seed: int = 0, max_positions: int = 32768
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
+
+
+def random_config(shape: str, tokenizer, max_positions: int):
+    """The transformers config of ``shape`` with ``tokenizer``'s vocabulary and special tokens, bf16."""
+    import torch
+    from transformers import AutoConfig
+
+    if shape not in RANDOM_SHAPES:
+        raise ConfigError(f"unknown random shape {shape!r}; known: {', '.join(RANDOM_SHAPES)}")
+    spec = dict(RANDOM_SHAPES[shape])
+    model_type = spec.pop("model_type")
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), max_position_embeddings=max_positions, rope_theta=1_000_000.0,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        **spec,
+    )
+    config.dtype = torch.bfloat16
+    return config
+
+
+def fill_random(model, seed: int) -> None:
+    """Weights N(0, 0.02), norms 1, biases 0, drawn on the model's own device: all a cost measurement needs."""
+    import torch
+
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.fill_(1.0)
+            elif name.endswith(".bias"):
+                p.zero_()
+            else:
+                p.normal_(0.0, 0.02, generator=gen)
+    model.eval()

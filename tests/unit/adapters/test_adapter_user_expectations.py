@@ -182,3 +182,11 @@ def test_adapters_take_ready_models_through_an_engine(tiny_path):
     chat = ChatSpecKV(engine=engine, config=KV, max_tokens=2)
     reply = chat.invoke([HumanMessage(PROMPT)])
     assert engine.target.model is model and reply.usage_metadata["output_tokens"] <= 2
+
+
+@pytest.mark.parametrize("cls", [ChatSpecKV, LangChainLLM, LlamaIndexLLM])
+def test_max_batch_size_beside_an_engine_must_be_the_engines(cls, pair):
+    # FINDINGS-2 (minor): ChatSpecKV(engine=E, max_batch_size=2) silently kept E's 8.
+    with pytest.raises(ConfigError, match="max_batch_size=2 applies to the engine an adapter creates"):
+        cls(engine=pair, max_batch_size=2)
+    assert cls(engine=pair, max_batch_size=pair.max_batch_size).get_engine() is pair

@@ -17,7 +17,7 @@ from draftapprox_integrations.engine.batching import DecodeBatch, Joining
 from draftapprox_integrations.engine.sampling import SamplingRule
 from draftapprox_integrations.engine.slots import bucket
 from draftapprox_integrations.engine.decoding import new_cache
-from tests.helpers import words
+from tests.helpers import dynamic_greedy, words
 
 PROMPTS = [words(60, seed) + " Which word came first?" for seed in range(3)] + [words(95, 7) + " Name the last word."]
 CFG = SpecKVConfig(budget=24, window_size=4)
@@ -278,13 +278,7 @@ def _prefilled(model, ids):
 
 def _plain_greedy(model, ids, n):
     """Reference: n greedy tokens after ``ids`` on a plain dynamic cache."""
-    cache, logits = _prefilled(model, ids)
-    out = []
-    for step in range(n):
-        out.append(int(logits.argmax()))
-        logits = model(input_ids=torch.tensor([[out[-1]]]), position_ids=torch.tensor([[len(ids) + step]]),
-                       cache=cache, use_cache=True).logits[0, -1]
-    return out
+    return dynamic_greedy(model, *_prefilled(model, ids), len(ids), n)
 
 
 @torch.no_grad()

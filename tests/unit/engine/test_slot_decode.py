@@ -20,7 +20,7 @@ from draftapprox_integrations.engine.graphs import _rows_bucket, graphs_for
 from draftapprox_integrations.engine.prompts import encode_prompt, normalize_messages
 from draftapprox_integrations.engine.sampling import SamplingRule
 from draftapprox_integrations.engine.speckv import prefill_and_compress
-from tests.helpers import words
+from tests.helpers import dynamic_greedy, words
 
 PROMPTS = [words(70, s) + " Which word came first?" for s in range(3)]
 
@@ -34,26 +34,10 @@ def _engine(tiny_model_factory, arch, *, two_models: bool = False):
 
 
 @torch.no_grad()
-def _dynamic_greedy(model, prefill, n):
-    """Greedy tokens from a compressed prefill on its own dynamic cache, one plain forward per token."""
-    cache, logits, out = prefill.cache, prefill.first_logits, []
-    for step in range(n):
-        out.append(int(logits.argmax()))
-        logits = model(input_ids=torch.tensor([[out[-1]]]), position_ids=torch.tensor([[prefill.prompt_len + step]]),
-                       cache=cache, use_cache=True).logits[0, -1]
-    return out
-
-
-@torch.no_grad()
 def _dynamic_lookahead(model, ids, n):
     cache = new_cache(model)
     logits = model(input_ids=torch.tensor([ids]), cache=cache, use_cache=True).logits[0, -1]
-    out = []
-    for step in range(n):
-        out.append(int(logits.argmax()))
-        logits = model(input_ids=torch.tensor([[out[-1]]]), position_ids=torch.tensor([[len(ids) + step]]),
-                       cache=cache, use_cache=True).logits[0, -1]
-    return out
+    return dynamic_greedy(model, cache, logits, len(ids), n)
 
 
 @pytest.mark.parametrize(
@@ -78,7 +62,7 @@ def test_slot_decode_equals_dynamic_cache_decode(tiny_model_factory, arch, metho
         ids = encode_prompt(target, *normalize_messages(prompt, False))
         look = _dynamic_lookahead(engine.draft.model, ids, 5) if method == "speckv" else []
         prefill = prefill_and_compress(target, ids, look, method=method, config=cfg)
-        expected = _dynamic_greedy(target.model, prefill, n)
+        expected = dynamic_greedy(target.model, prefill.cache, prefill.first_logits, prefill.prompt_len, n)
         got = engine.generate(prompt, method=method, config=cfg, max_new_tokens=n, chat=False)
         assert got.token_ids == expected, (arch, method, options)
     # ... and a batch of them, rows joining and leaving (different answer lengths), equals the same calls alone.

@@ -209,7 +209,7 @@ class EngineLoop:
             task.sending = row.result()
             return
         task.parked = True
-        self._rows.join(Lookahead(task, row), request.model)
+        self._rows.join(Lookahead(task, row), request.model, expected=len(self._generations))
 
     def _finished(self, request: Request, value: Any) -> None:
         """A request's steps returned: a call's result goes back; a generation's answer row starts decoding."""
@@ -226,7 +226,7 @@ class EngineLoop:
         if step is None or step.finish_reason is not None:
             self._generations.discard(request)
             return
-        self._rows.join(Answer(request, value), value.model)
+        self._rows.join(Answer(request, value), value.model, expected=len(self._generations))
 
     def _end_task(self, task: _Task, *, answering: bool = False) -> None:
         """Remove a task whose steps ended (its lookahead row, if any, leaves at its batch's next step).

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from ..batching import DecodeBatch
 from ..graphs import graphs_for
 from ..steps import LookaheadRow
@@ -20,9 +22,17 @@ from .requests import Request
 
 logger = logging.getLogger(__name__)
 
-# Empty batches kept for the next rows (their buffers and captured graphs), at most this many bytes of
-# buffers per loop; only batches with captured graphs are worth keeping (eager buffers are cheap to make).
-IDLE_BATCH_BYTES = 2 << 30
+# Empty batches kept for the next rows (their buffers and captured graphs): only batches with captured graphs
+# are worth keeping (eager buffers are cheap to make), up to this share of the device's memory per loop.
+IDLE_MEMORY_SHARE = 0.2
+
+
+def idle_budget(device) -> int:
+    """Bytes of empty batches' buffers a loop keeps on ``device``."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 0
+    return int(torch.cuda.get_device_properties(device).total_memory * IDLE_MEMORY_SHARE)
 
 
 @dataclass(eq=False)
@@ -65,8 +75,9 @@ class DecodeRows:
         """Rows decoding now (read from another thread, it is a snapshot)."""
         return sum(len(b) for b in list(self.batches))
 
-    def join(self, entry, model) -> None:
-        """Put a started row into a batch of its model that fits it (a new one if none does)."""
+    def join(self, entry, model, expected: int = 1) -> None:
+        """Put a started row into a batch of its model that fits it (a new one, ``expected`` rows wide, if none
+        does)."""
         joining = entry.row.joining()
         batch = next((b for b in self.batches if b.accepts(model, joining.cache)), None)
         if batch is None:
@@ -75,7 +86,7 @@ class DecodeRows:
                 self._idle.remove(batch)
             else:
                 device = joining.cache.layers[0].keys.device
-                batch = DecodeBatch.for_cache(model, joining.cache, max_slots=self.max_batch_size,
+                batch = DecodeBatch.for_cache(model, joining.cache, max_slots=self.max_batch_size, slots=expected,
                                               graphs=graphs_for(device, self.cuda_graphs))
             self.batches.append(batch)
         with self.lock:
@@ -164,8 +175,8 @@ class DecodeRows:
             if batch.graphs is not None and not batch.lent:
                 self._idle.insert(0, batch)
         kept, total = [], 0
-        for batch in self._idle:
+        for batch in self._idle:  # most recently used first
             total += batch.store.nbytes
-            if total <= IDLE_BATCH_BYTES:
+            if total <= idle_budget(batch.device):
                 kept.append(batch)
         self._idle = kept

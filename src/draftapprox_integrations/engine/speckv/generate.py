@@ -188,7 +188,6 @@ def _record_prefill(run: _Run, prefill: CompressedPrefill) -> None:
         stats.kv_bytes_full = full_bytes_uncut(prefill, stats.prompt_tokens)
     stats.kv_bytes_kept = prefill.kv_bytes_kept
     stats.kv_bytes_peak = prefill.kv_bytes_peak
-    stats.prefill_seconds = synced_clock(run.target.input_device) - run.started
 
 
 class AnswerRow:
@@ -216,8 +215,10 @@ class AnswerRow:
         self._last: int | None = None
 
     def start(self) -> DecodeStep:
+        token = first_token(self.first_logits, self.rule)
         self.first_token_at = synced_clock(self.device)
-        return self.push(first_token(self.first_logits, self.rule))
+        self.run.stats.prefill_seconds = self.first_token_at - self.run.started  # the time to first token
+        return self.push(token)
 
     def push(self, token: int) -> DecodeStep:
         self._last = token
