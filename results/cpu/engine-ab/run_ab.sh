@@ -6,7 +6,7 @@ set -euo pipefail
 old=$1
 out=$2
 args=(--pairs smollm2 --lengths 2048 4096 --budget 128 --methods full snapkv speckv --max-new-tokens 32 --repeats 2)
-for round in 1 2; do
+for round in ${ROUNDS:-1 2}; do
   for which in old new; do
     src=src
     [ "$which" = old ] && src="$old/src"

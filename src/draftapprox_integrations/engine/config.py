@@ -184,6 +184,10 @@ class SpecKVConfig(_ConfigMixin):
     lookahead_tokens: draft tokens to generate as the approximate answer (None: as many as the target's
     max_new_tokens).
     sink_tokens: first entries StreamingLLM (the baseline) always keeps; the rest of its budget is recent.
+    coverage: a budget that sizes itself (None: ``budget`` entries in every layer). Each layer keeps the fewest
+    keys per KV head whose share of the observation queries' attention (the lookahead's) reaches
+    ``coverage`` (one count per layer, the largest its heads need), at least ``coverage_floor`` besides the
+    kept tail, at most ``budget``: a one-needle question keeps little, an aggregation over the text much.
 
     The default kernel is 15, not the paper's 7 (``SpecKVConfig.paper()``): the embedded SmolLM2 tokenizes
     numbers one digit per token, so a 7-digit value is 7 keys, and a kernel of 7 centred on the digit the
@@ -199,10 +203,10 @@ class SpecKVConfig(_ConfigMixin):
     answer's sources, and a 32-token window is half of a 64-entry budget; scoring with the lookahead alone
     and keeping only the last 8 tokens gave +14.9 points at 64 entries and +7.7 at 128 over the paper's rule
     there (tuning run 3). The held-out split (other seeds, 2k/4k/8k) reports them. ``allocation="global"``
-    won a further +7.2 points at 64 entries (none at 128) on the tuning split but stays opt-in: a request's
-    per-layer shapes are then its own, so its decode cannot share a batch with other requests
-    (engine.batching), and the layer-wise prefill holds up to 3x the mean per layer until every layer is
-    scored.
+    won a further +7.2 points at 64 entries (none at 128) on the tuning split but stays opt-in: the
+    layer-wise prefill holds up to 3x the mean per layer until every layer is scored, and a decode slot is
+    as long as the request's longest layer (``engine.slots``: each layer masked to its own entries, so such
+    rows still share a batch with any other).
     """
 
     budget: int = 256
@@ -215,6 +219,8 @@ class SpecKVConfig(_ConfigMixin):
     keep_last: int | None = 8
     allocation: str = "uniform"
     score_window: bool = False
+    coverage: float | None = None
+    coverage_floor: int = 16
 
     @classmethod
     def paper(cls, **changes: Any) -> SpecKVConfig:
@@ -238,6 +244,12 @@ class SpecKVConfig(_ConfigMixin):
         _check_choice("allocation", self.allocation, _ALLOCATIONS)
         if not isinstance(self.score_window, bool):
             raise ConfigError(f"score_window must be True or False, got {self.score_window!r}")
+        if self.coverage is not None:
+            if isinstance(self.coverage, bool) or not isinstance(self.coverage, (int, float)) or not 0 < self.coverage <= 1:
+                raise ConfigError(f"coverage must be a share of the attention in (0, 1], got {self.coverage!r}")
+            if self.allocation != "uniform":
+                raise ConfigError("coverage sizes each layer from its own attention: it replaces allocation='global'")
+        _check_positive_int("coverage_floor", self.coverage_floor, allow_zero=True)
         if self.window_size > self.budget:
             raise ConfigError(
                 f"window_size ({self.window_size}) is larger than budget ({self.budget}): the window is always "

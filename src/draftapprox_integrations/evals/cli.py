@@ -109,6 +109,14 @@ def cmd_sweep_kv(args: argparse.Namespace) -> int:
         return missing
     from .sweep_runner import SweepConfig, load_sweep, render_sweep, run_sweep
 
+    if args.learn_profile:
+        from .layer_profiles import learn_profile
+
+        rows = [r for r in load_sweep(f"{args.out}/results.jsonl") if r["split"] == "tuning"]
+        for budget in args.budgets:
+            print(f"{args.learn_profile!r} at budget {budget} (from {sum(r['method'] == 'full' for r in rows)} tuning samples):")
+            print(repr(learn_profile(rows, budget)))
+        return 0
     if args.render_only:
         text = render_sweep(load_sweep(f"{args.out}/results.jsonl"))
         with open(f"{args.out}/results.md", "w", encoding="utf-8") as fh:
@@ -221,6 +229,8 @@ def add_subcommands(sub, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
                     help="what the seeds are for: choosing defaults (tuning) or only reporting them (heldout)")
     sw.add_argument("--budgets", nargs="+", type=int, default=[64, 128], help="KV entries per layer and KV head")
     sw.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), help="default: all")
+    sw.add_argument("--learn-profile", metavar="NAME",
+                    help="print the layer profile (evals/layer_profiles.py) of OUT's tuning rows at each --budgets, then stop")
     sw.add_argument("--extra", nargs="*", type=_candidate_budget, default=[("snapkv", 256)],
                     help="CANDIDATE@BUDGET runs besides the grid (default: snapkv@256)")
     sw.add_argument("--window", type=int, default=32, help="observation window (default: %(default)s)")

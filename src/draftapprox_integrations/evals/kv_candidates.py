@@ -22,15 +22,17 @@ committed table can be re-run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from ..engine.config import SpecKVConfig
+from ..engine.errors import ConfigError
 from ..engine.scoring import pool1d
 from ..engine.speckv.prefill import kept_tail
-from ..engine.speckv.selection import layer_counts, round_to_total, select_all_layers
+from ..engine.speckv.selection import coverage_count, layer_counts, round_to_total, select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
+from .layer_profiles import LAYER_PROFILES
 
 DEFAULT = SpecKVConfig(keep_last=None, score_window=True)  # the options the Options-based candidates start from
 
@@ -99,6 +101,11 @@ class Options:
     recent: int | None = None
     share: float = 0.0
     allocation: str = "uniform"
+    window_share: float = 0.0  # of each layer's selected keys, chosen by the window's queries (the rest: ``queries``)
+    coverage: float | None = None  # a self-sizing budget: see ``coverage_counts``; the budget is then its maximum
+    cover_min: int = 16  # the fewest selected keys a layer keeps under ``coverage``
+    cover_heads: str = "max"  # a layer's count from its heads' counts: max (every head covered) or mean
+    profile: str | None = None  # a fixed per-layer share of the budget (``LAYER_PROFILES``)
 
 
 def _pooled(obs: Observation, s: HeadScores, o: Options, outside: int) -> torch.Tensor:
@@ -127,18 +134,64 @@ def selection(o: Options = Options()) -> Candidate:
         tail = torch.arange(outside, obs.prompt_len).expand(obs.kv_heads, -1)
         layers = sorted(obs.layers)
         pooled = {i: _pooled(obs, obs.layers[i], o, outside) for i in layers}
-        counts = _layer_counts(pooled, budget - recent, o)
-        return {
-            i: torch.cat([_pick(pooled[i], counts[i], o.share), tail], dim=-1).sort(dim=-1).values for i in layers
-        }
+        if o.coverage is not None:
+            counts = coverage_counts(obs, o, outside, budget - recent)
+        else:
+            counts = _layer_counts(pooled, budget - recent, o)
+        kept = {}
+        for i in layers:
+            if o.window_share:
+                window = _pooled(obs, obs.layers[i], replace(o, queries="window"), outside)
+                picked = _pick_two(pooled[i], window, counts[i], o.window_share)
+            else:
+                picked = _pick(pooled[i], counts[i], o.share)
+            kept[i] = torch.cat([picked, tail], dim=-1).sort(dim=-1).values
+        return kept
 
     return select
 
 
+def _pick_two(pooled: torch.Tensor, window: torch.Tensor, n: int, window_share: float) -> torch.Tensor:
+    """[Hkv, n] positions: the best ``n - round(window_share * n)`` by ``pooled`` (the lookahead's scores),
+    then the window's own best among the others."""
+    n = min(n, pooled.shape[-1])
+    n_window = int(round(n * window_share))
+    first = pooled.topk(n - n_window, dim=-1).indices
+    if n_window == 0:
+        return first
+    rest = window.clone().scatter(-1, first, float("-inf"))
+    return torch.cat([first, rest.topk(n_window, dim=-1).indices], dim=-1)
+
+
+def coverage_counts(obs: Observation, o: Options, outside: int, most: int) -> dict[int, int]:
+    """A budget that sizes itself (``engine.speckv.selection.coverage_count``): per layer, the fewest keys per
+    KV head whose share of the lookahead's attention mass (with the always-kept tail's) reaches
+    ``o.coverage``, between ``o.cover_min`` and ``most``; one count per layer, the most its heads need, or
+    (``cover_heads="mean"``) their mean."""
+    counts = {}
+    tail = obs.prompt_len - outside
+    for i, s in obs.layers.items():
+        look = s.look_sum if s.look_sum is not None else s.window_sum
+        mass = look.reshape(obs.kv_heads, -1, look.shape[-1]).sum(dim=1)  # [Hkv, prompt_len]
+        if o.cover_heads == "max":
+            counts[i] = coverage_count(mass, tail=tail, coverage=o.coverage, floor=o.cover_min, most=most)
+        else:
+            per_head = [coverage_count(m, tail=tail, coverage=o.coverage, floor=0, most=outside) for m in mass]
+            counts[i] = int(min(max(round(sum(per_head) / len(per_head)), o.cover_min), most, outside))
+    return counts
+
+
 def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[int, int]:
-    """Selected keys per layer (besides the recent tokens): n each, a pyramid, or the engine's global split
-    of the total (``engine.speckv.selection.layer_counts``) without its per-layer bound."""
+    """Selected keys per layer (besides the recent tokens): n each, a pyramid, a fixed profile, or the
+    engine's global split of the total (``engine.speckv.selection.layer_counts``) without its per-layer bound."""
     layers = sorted(pooled)
+    if o.profile is not None:
+        width = pooled[layers[0]].shape[-1]
+        shares = LAYER_PROFILES[o.profile]
+        if len(shares) != len(layers):
+            raise ConfigError(f"layer profile {o.profile!r} has {len(shares)} layers; the model has {len(layers)}")
+        raw = [min(share * n * len(layers), width) for share in shares]
+        return dict(zip(layers, round_to_total(raw, min(n * len(layers), width * len(layers)))))
     if o.allocation == "pyramid":  # PyramidKV: 1.5x the mean at the bottom to 0.5x at the top
         width = pooled[layers[0]].shape[-1]
         raw = [min(r, width) for r in (torch.linspace(1.5, 0.5, len(layers)) * n).tolist()]
@@ -148,6 +201,22 @@ def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[i
 
 # SpecKV's defaults before issue 14: the whole window kept, scored by the window's and the lookahead's queries.
 V1 = SpecKVConfig(keep_last=None, score_window=True, allocation="uniform")
+
+
+def global_counts(obs: Observation, budget: int) -> list[int]:
+    """The engine's global allocation at ``budget`` with its defaults (the lookahead's queries, the last 8
+    kept): selected keys per layer, in layer order (what a layer profile averages, ``layer_profiles``)."""
+    config = SpecKVConfig(allocation="global")
+    tail = kept_tail(config, obs.window, True)
+    layers = sorted(obs.layers)
+    pooled = [pool1d(kv_head_scores(obs.layers[i], obs.kv_heads, reduction=config.reduction, queries="look")
+                     [None, :, : obs.prompt_len - tail], config.kernel_size, config.pooling) for i in layers]
+    return layer_counts(pooled, budget - tail, "global")
+
+
+def kept_size(kept: Kept) -> float:
+    """Entries kept per layer and KV head, on average over the layers."""
+    return sum(k.shape[-1] for k in kept.values()) / len(kept)
 
 CANDIDATES: dict[str, Candidate] = {
     # The engine's selection (SpecKVConfig options), from the settings before issue 14.
@@ -176,4 +245,16 @@ CANDIDATES: dict[str, Candidate] = {
     "speckv-look-recent8": selection(Options(queries="look", recent=8)),
     "speckv-look-global": selection(Options(queries="look", allocation="global")),
     "speckv-look-recent8-global": selection(Options(queries="look", recent=8, allocation="global")),
+    # Issue 23: the window's own selection beside the lookahead's, and budgets that size themselves (the
+    # budget given is then their maximum; a row's "kept" says what each used).
+    "speckv-look-last8-win25": selection(Options(queries="look", recent=8, window_share=0.25)),
+    "speckv-look-last8-win50": selection(Options(queries="look", recent=8, window_share=0.5)),
+    "speckv-cov80": selection(Options(queries="look", recent=8, coverage=0.8)),
+    "speckv-cov90": selection(Options(queries="look", recent=8, coverage=0.9)),
+    "speckv-cov95": selection(Options(queries="look", recent=8, coverage=0.95)),
+    "speckv-cov90-mean": selection(Options(queries="look", recent=8, coverage=0.9, cover_heads="mean")),
 }
+# A fixed per-layer profile, for each model that has one (learned offline: ``layer_profiles``).
+CANDIDATES.update({
+    f"speckv-look-last8-profile-{name}": selection(Options(queries="look", recent=8, profile=name)) for name in LAYER_PROFILES
+})

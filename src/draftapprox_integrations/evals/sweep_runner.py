@@ -19,7 +19,7 @@ from typing import Any
 from ..engine.config import DEFAULT_MODEL
 from ..engine.errors import ConfigError
 from ..engine.prompts import encode_prompt
-from .kv_candidates import CANDIDATES
+from .kv_candidates import CANDIDATES, global_counts, kept_size
 from .kv_sweep import answer_all, observe
 from .scoring import score_prediction
 from .tasks import TASKS, make_sample
@@ -88,11 +88,13 @@ def sweep_one(engine, sample, cfg: SweepConfig) -> list[dict[str, Any]]:
     seconds = round(time.perf_counter() - started, 2)
     base = dict(task=sample.task, length=sample.target_length, seed=sample.seed, sample=int(sample.id.rsplit("-", 1)[-1]),
                 split=cfg.split, prompt_tokens=len(ids), answers=sample.answers, sample_seconds=seconds)
-    rows = [dict(base, method="full", budget=None, prediction=obs.answer_text,
-                 score=score_prediction(obs.answer_text, sample.answers, sample.match))]
+    rows = [dict(base, method="full", budget=None, prediction=obs.answer_text, kept=float(len(ids)),
+                 score=score_prediction(obs.answer_text, sample.answers, sample.match),
+                 global_counts={str(b): global_counts(obs, b) for b in cfg.budgets})]
     for (c, b) in pairs:
         text = answers[f"{c}@{b}"]
-        rows.append(dict(base, method=c, budget=b, prediction=text, score=score_prediction(text, sample.answers, sample.match)))
+        rows.append(dict(base, method=c, budget=b, prediction=text, kept=round(kept_size(named[f"{c}@{b}"]), 1),
+                         score=score_prediction(text, sample.answers, sample.match)))
     return rows
 
 
@@ -168,6 +170,7 @@ def render_sweep(rows: Sequence[dict[str, Any]]) -> str:
             per_len = [_mean(v) for v in found]
             marks = ["" if len(v) == len(tasks) else f" ({len(v)}/{len(tasks)} families)" for v in found]
             lines.append(f"| {lab} | " + " | ".join(f"{v:.1f}{m}" for v, m in zip(per_len, marks)) + f" | {_mean(per_len):.1f} |")
+        lines += _kept_table([r for r in rows if r["split"] == split], labels, lengths)
         for n_ in lengths:
             lines += ["", f"### {split}, {n_} tokens", "", "| method | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
             for lab in labels:
@@ -175,6 +178,21 @@ def render_sweep(rows: Sequence[dict[str, Any]]) -> str:
                 lines.append(f"| {lab} | " + " | ".join("-" if v is None else f"{v[0]:.0f}" for v in vals) + " |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _kept_table(rows: Sequence[dict[str, Any]], labels: Sequence[str], lengths: Sequence[int]) -> list[str]:
+    """Mean KV entries kept per layer and KV head, per label and length (rows that recorded it)."""
+    kept: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.get("kept") is not None:
+            kept[(label(r), r["length"])].append(r["kept"])
+    if not kept:
+        return []
+    out = ["", "Mean KV entries kept per layer and KV head:", "",
+           "| method | " + " | ".join(f"{n} tokens" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    for lab in labels:
+        out.append(f"| {lab} | " + " | ".join(f"{_mean(kept[(lab, n)]):.0f}" if kept[(lab, n)] else "-" for n in lengths) + " |")
+    return out
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
+from draftapprox_integrations.engine.errors import MissingExtraError, naming_row
 from draftapprox_integrations.engine.batching import DecodeBatch, Joining
 from draftapprox_integrations.engine.sampling import SamplingRule
 from draftapprox_integrations.engine.slots import bucket
@@ -63,8 +64,9 @@ def _one_by_one(engine, prompts, **options):
         dict(method="full"),
         dict(method="speckv", config=CFG.replace(lookahead_tokens=3)),
         dict(method="speckv", config=CFG.replace(allocation="global")),
+        dict(method="speckv", config=CFG.replace(budget=40, coverage=0.6, coverage_floor=4)),
     ],
-    ids=["speckv", "snapkv", "streamingllm", "full", "speckv-lookahead3", "speckv-global"],
+    ids=["speckv", "snapkv", "streamingllm", "full", "speckv-lookahead3", "speckv-global", "speckv-coverage"],
 )
 def test_a_batch_answers_like_the_same_calls_one_by_one(engine, options):
     options = dict(options, max_new_tokens=12)
@@ -238,6 +240,21 @@ def test_any_error_of_a_row_names_its_prompt_and_keeps_its_type(tiny_model_facto
         assert not isinstance(caught.value, ConfigError)  # the model's own ValueError, not the package's
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MissingExtraError("the thing", "langchain", "langchain_core"), KeyError("gone"), RuntimeError("boom"), ConfigError("bad")],
+    ids=["three-argument init", "KeyError", "RuntimeError", "package error"],
+)
+def test_naming_a_row_keeps_the_errors_type_and_attributes(error):
+    def fail():
+        raise error
+
+    with pytest.raises(type(error)) as caught:
+        naming_row(4, fail)
+    assert str(caught.value).strip("'\"").startswith("prompt 4: ") and caught.value.__cause__ is error
+    assert caught.value.__dict__ == error.__dict__  # MissingExtraError's feature and extra, say
 
 
 @pytest.mark.parametrize("prompts", ["one prompt", {"role": "user"}, 7])

@@ -505,3 +505,43 @@ def test_issue14_option_checks():
         SpecKVConfig(allocation="pyramid")
     with pytest.raises(ConfigError, match="score_window"):
         SpecKVConfig(score_window="no")
+
+
+@pytest.mark.parametrize("options", [dict(coverage=0.5), dict(coverage=0.9, score_window=True), dict(coverage=0.99, coverage_floor=0)])
+def test_a_coverage_budget_sizes_each_layer_alike_on_every_route(tiny_model_factory, options):
+    """coverage: each layer keeps what its attention mass needs (between the floor and the budget), and the
+    self-draft prefill, the two-model prefill cut layer by layer and the post-hoc cut keep the same."""
+    from draftapprox_integrations.engine.speckv import self_draft_steps
+    from draftapprox_integrations.engine.steps import run_alone
+
+    engine = _engine(tiny_model_factory("llama"))
+    loaded = engine.target
+    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
+    cfg = SpecKVConfig(budget=40, window_size=4, pooling="avg", kernel_size=3, **options)
+    fused, _, look_ids = run_alone(self_draft_steps(loaded, prompt_ids, 6, config=cfg))
+    layerwise = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
+    at_end = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg, layerwise=False)
+    tail = 4  # keep_last 8 is cut to the window
+    for route in (layerwise, at_end):
+        for layer, idx in fused.kept_indices.items():
+            assert torch.equal(idx, route.kept_indices[layer]), (layer, options)
+            assert route.cache.layers[layer].keys.shape[-2] == idx.shape[-1]
+    sizes = [idx.shape[-1] for idx in fused.kept_indices.values()]
+    assert all(cfg.coverage_floor + tail <= n <= 40 for n in sizes)
+    assert fused.kept_entries == round(sum(sizes) / len(sizes))
+    if options["coverage"] == 0.5:
+        assert max(sizes) < 40  # half the attention fits in fewer keys than the budget
+    if options["coverage"] == 0.99:
+        assert max(sizes) > min(sizes) or max(sizes) == 40  # layers differ, or all need the whole budget
+
+
+def test_a_coverage_is_checked_before_any_work(tiny_model_factory):
+    for bad in (0, 1.5, True, "0.9", -0.1):
+        with pytest.raises(ConfigError, match="coverage"):
+            SpecKVConfig(coverage=bad)
+    with pytest.raises(ConfigError, match="replaces allocation='global'"):
+        SpecKVConfig(coverage=0.9, allocation="global")
+    engine = DraftApproxEngine(None, str(tiny_model_factory("llama")), device="cpu", dtype="float32")
+    with pytest.raises(ConfigError, match="coverage needs attention scores"):
+        engine.generate("hello there", method="streamingllm", config=SpecKVConfig(budget=32, coverage=0.9))
+    assert not engine.loaded

@@ -29,7 +29,11 @@ def _observation(seed: int = 0, look: bool = True) -> Observation:
     return Observation(P, WINDOW, HKV, layers, torch.arange(P) // 4, {}, {}, torch.zeros(3), [], "")
 
 
-@pytest.mark.parametrize("name", list(CANDIDATES))
+# The self-sizing ones and the per-model profiles (30 layers: SmolLM2's) are tested below.
+FIXED = [name for name in CANDIDATES if "-cov" not in name and "-profile-" not in name]
+
+
+@pytest.mark.parametrize("name", FIXED)
 @pytest.mark.parametrize("budget", [48, 128])
 def test_every_candidate_keeps_its_budgets_bytes_sorted_and_unique(name, budget):
     kept = CANDIDATES[name](_observation(), budget)
@@ -103,3 +107,64 @@ def test_bad_sweep_configs_are_refused(change, match):
     base = dict(tasks=["fwe"], lengths=[2048], seeds=[1], num_samples=1, split="heldout")
     with pytest.raises(ConfigError, match=match):
         SweepConfig(**{**base, **change}).validate()
+
+
+def _one_layer(mass: torch.Tensor) -> Observation:
+    """An observation whose every layer's lookahead paid ``mass`` [P] of attention to the prompt's keys."""
+    look = mass.expand(HQ, -1).clone()
+    layers = {i: HeadScores(torch.rand(HQ, P), torch.rand(HQ, P), WINDOW, look, look, 7) for i in range(LAYERS)}
+    return Observation(P, WINDOW, HKV, layers, torch.arange(P) // 4, {}, {}, torch.zeros(3), [], "")
+
+
+@pytest.mark.parametrize("name", [n for n in CANDIDATES if "-cov" in n])
+def test_a_self_sizing_budget_keeps_little_for_one_needle_and_much_for_spread_attention(name):
+    needle = torch.full((P,), 1e-4)
+    needle[[40, 41, 200]] = 1.0  # three keys hold almost all the mass
+    spread = torch.ones(P)  # every key alike: reaching a share of the mass takes that share of the keys
+    small, large = CANDIDATES[name](_one_layer(needle), 256), CANDIDATES[name](_one_layer(spread), 256)
+    for kept in (small, large):
+        for k in kept.values():
+            assert (k.diff(dim=-1) > 0).all() and k[:, -8:].tolist() == [list(range(P - 8, P))] * HKV
+            assert 16 + 8 <= k.shape[-1] <= 256  # between the floor (16 + the tail) and the maximum given
+    assert all(small[i].shape[-1] == 16 + 8 for i in small)  # the three keys are within the floor
+    coverage = float(name.split("-cov")[1][:2]) / 100
+    assert all(large[i].shape[-1] == min(256, 8 + round(coverage * P - 8) + 1) or large[i].shape[-1] == 256 for i in large)
+
+
+def test_the_windows_share_is_chosen_by_the_windows_queries():
+    obs = _observation(4)
+    both = CANDIDATES["speckv-look-last8-win50"](obs, 72)
+    look_only = CANDIDATES["speckv-look-last8"](obs, 72)
+    for i in range(LAYERS):
+        assert both[i].shape == look_only[i].shape  # the same bytes
+        assert not torch.equal(both[i], look_only[i])  # some keys chosen by the window instead
+
+
+def test_a_layer_profile_is_the_mean_share_of_the_global_allocation():
+    from draftapprox_integrations.evals.layer_profiles import learn_profile
+
+    rows = [
+        {"method": "full", "global_counts": {"64": [10, 30, 60]}},
+        {"method": "full", "global_counts": {"64": [30, 30, 40]}},
+        {"method": "speckv", "global_counts": {"64": [100, 0, 0]}},  # not a full row: not counted
+    ]
+    assert learn_profile(rows, 64) == (0.2, 0.3, 0.5)
+    with pytest.raises(ValueError, match="budget 128"):
+        learn_profile(rows, 128)
+
+
+@pytest.mark.parametrize("name", [n for n in CANDIDATES if "-profile-" in n])
+def test_a_layer_profile_keeps_the_budgets_bytes_in_its_shares(name):
+    from draftapprox_integrations.evals.layer_profiles import LAYER_PROFILES
+
+    shares = LAYER_PROFILES[name.split("-profile-")[1]]
+    g = torch.Generator().manual_seed(5)
+    layers = {i: HeadScores(torch.rand(HQ, P, generator=g), torch.rand(HQ, P, generator=g), WINDOW,
+                            torch.rand(HQ, P, generator=g), torch.rand(HQ, P, generator=g), 7) for i in range(len(shares))}
+    obs = Observation(P, WINDOW, HKV, layers, torch.arange(P) // 4, {}, {}, torch.zeros(3), [], "")
+    kept = CANDIDATES[name](obs, 72)
+    counts = [kept[i].shape[-1] - 8 for i in range(len(shares))]
+    assert sum(counts) == 64 * len(shares)  # the same bytes as 72 entries everywhere
+    assert [abs(c - s * 64 * len(shares)) <= 1 for c, s in zip(counts, shares)] == [True] * len(shares)
+    with pytest.raises(ConfigError, match="has 30 layers; the model has 5"):
+        CANDIDATES[name](_observation(), 72)

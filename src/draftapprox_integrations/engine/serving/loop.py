@@ -44,6 +44,7 @@ _running_loops: weakref.WeakSet = weakref.WeakSet()
 _loop_threads: weakref.WeakSet = weakref.WeakSet()
 _closing = threading.Event()  # set at interpreter exit: no loop starts after that (FINDINGS-2 D6)
 
+
 @dataclass(eq=False)
 class _Task:
     """A started request whose steps are running, or waiting (``parked``) for one of its rows to finish."""

@@ -21,7 +21,7 @@ class CompressedPrefill:
     cache: Any
     first_logits: torch.Tensor  # [vocab] at the last prompt position
     prompt_len: int
-    kept_entries: int  # per full-attention layer and KV head
+    kept_entries: int  # per full-attention layer and KV head (the mean over layers when they differ)
     kept_indices: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [B, Hkv, kept]
     kv_bytes_full: int = 0
     kv_bytes_kept: int = 0
@@ -112,11 +112,13 @@ def cut_prefill(
     ``peak_bytes``: the largest cache seen before now (layer-wise eviction measures it during the forward)."""
     peak_bytes = max(peak_bytes, cache_bytes(cache))  # what is alive before this cut
     kv_bytes_full, kv_bytes_kept = compress_cache(cache, kept_indices, prompt_len, n_look, already_cut)
+    # Per layer and KV head, on average over the layers (a global allocation or a coverage moves them).
+    kept = [k.shape[-1] for k in kept_indices.values()]
     return CompressedPrefill(
         cache=cache,
         first_logits=first_logits,
         prompt_len=prompt_len,
-        kept_entries=budget,
+        kept_entries=round(sum(kept) / len(kept)) if kept else budget,
         kept_indices=kept_indices,
         kv_bytes_full=kv_bytes_full,
         kv_bytes_kept=kv_bytes_kept,

@@ -103,6 +103,9 @@ def check_options(
             raise ConfigError(f"specpc_config must be a SpecPCConfig, got {type(specpc_config).__name__}")
     if spec.needs_prompt_budget and prompt_budget is None:
         raise ConfigError("method='speckv-pc' needs prompt_budget (draft tokens of the prompt SpecPC keeps)")
+    if method == "streamingllm" and cfg.coverage is not None:
+        raise ConfigError("coverage needs attention scores; method='streamingllm' keeps sinks and recent tokens: "
+                          "give it a budget instead")
     if method == "streamingllm" and cfg.allocation != "uniform":
         # StreamingLLM keeps sinks + the most recent tokens in every layer: no scores to share a budget by.
         raise ConfigError("allocation='global' needs attention scores; method='streamingllm' keeps the same "

@@ -32,8 +32,8 @@ from ..timing import synced_clock
 from .cache import CompressedPrefill, cache_bytes, cut_full_layer, cut_prefill, recording_cache
 from ..scoring import pool1d
 from .selection import (
-    GLOBAL_CAP, combine_records, layer_counts, observation_key_scores, select_all_layers, streaming_indices,
-    top_with_tail,
+    GLOBAL_CAP, attention_mass, combine_records, coverage_count, layer_counts, observation_key_scores,
+    select_all_layers, streaming_indices, top_with_tail,
 )
 
 PREFILL_METHODS = ("full", "snapkv", "speckv", "streamingllm")
@@ -51,11 +51,14 @@ def key_capture(model, layers: Sequence[int], *, prompt_len: int, tail: int, que
     The keys scored are all but the kept tail (:func:`kept_tail`)."""
     kv_heads = model.config.num_key_value_heads
 
-    def reducer(weights: torch.Tensor, module) -> tuple[torch.Tensor, int]:
+    def reducer(weights: torch.Tensor, module) -> tuple:
         scores = observation_key_scores(
             weights, prompt_len=prompt_len, window_size=tail, kv_heads=kv_heads, reduction=config.reduction
         )
-        return scores, weights.shape[2]
+        if config.coverage is None:
+            return scores, weights.shape[2]
+        # A self-sizing budget counts attention mass too (coverage_count), the tail's included.
+        return scores, weights.shape[2], attention_mass(weights, prompt_len=prompt_len, kv_heads=kv_heads)
 
     return AttentionCapture(model, queries, layers=layers, reducer=reducer)
 
@@ -66,15 +69,27 @@ def layer_scores(records: dict, layer: int, config: SpecKVConfig, skip: int = 0)
     return combine_records(records[layer][skip:], config.reduction)
 
 
+def selected_count(records: dict, layer: int, *, budget: int, tail: int, config: SpecKVConfig, skip: int = 0) -> int:
+    """Keys layer ``layer`` selects besides the tail: ``budget - tail``, or under ``config.coverage`` what its
+    recorded attention mass needs (``selection.coverage_count``)."""
+    if config.coverage is None:
+        return budget - tail
+    mass = sum(r[2] for r in records[layer][skip:])
+    return coverage_count(mass, tail=tail, coverage=config.coverage, floor=config.coverage_floor, most=budget - tail)
+
+
 def kept_of_layers(
     records: dict, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, skip: int = 0
 ) -> dict:
     """Every layer's kept prompt positions, once all of ``layers`` have been scored. Scores over more keys
     than ``prompt_len - tail`` (captured for a shorter tail) are cut to those."""
+    counts = None
+    if config.coverage is not None:
+        counts = {i: selected_count(records, i, budget=budget, tail=tail, config=config, skip=skip) for i in layers}
     return select_all_layers(
         {i: layer_scores(records, i, config, skip)[..., : prompt_len - tail] for i in layers}, prompt_len=prompt_len,
         budget=budget, tail=tail, kernel_size=config.kernel_size, pooling=config.pooling,
-        allocation=config.allocation,
+        allocation=config.allocation, counts=counts,
     )
 
 
@@ -84,7 +99,7 @@ def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, tail: in
     Uniform allocation: its final selection. Global allocation: its best ``GLOBAL_CAP`` x the mean, since
     the layer's share is known only when every layer is scored; :func:`trim_to` then cuts it to its share
     (a subset of these, so nothing dropped is needed back)."""
-    n = budget - tail
+    n = selected_count(capture.records, layer, budget=budget, tail=tail, config=config)
     cap = n if config.allocation == "uniform" else GLOBAL_CAP * n
     pooled = pool1d(layer_scores(capture.records, layer, config), config.kernel_size, config.pooling)
     return top_with_tail(pooled, cap, prompt_len, tail)

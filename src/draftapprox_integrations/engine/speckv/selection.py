@@ -86,14 +86,38 @@ def top_with_tail(pooled: torch.Tensor, n: int, prompt_len: int, tail: int) -> t
 
 def select_all_layers(
     scores: dict[int, torch.Tensor], *, prompt_len: int, budget: int, tail: int, kernel_size: int, pooling: str,
-    allocation: str,
+    allocation: str, counts: dict[int, int] | None = None,
 ) -> dict[int, torch.Tensor]:
     """Every layer's kept positions from its [B, Hkv, prompt_len - tail] key scores: pooled, the budget's
-    selected keys split by ``allocation`` (see :func:`layer_counts`), plus the last ``tail`` tokens."""
+    selected keys split by ``allocation`` (see :func:`layer_counts`) or ``counts`` per layer (a self-sizing
+    budget, :func:`coverage_count`), plus the last ``tail`` tokens."""
     layers = sorted(scores)
     pooled = [pool1d(scores[i], kernel_size, pooling) for i in layers]
-    counts = layer_counts(pooled, budget - tail, allocation)
-    return {i: top_with_tail(p, c, prompt_len, tail) for i, p, c in zip(layers, pooled, counts)}
+    chosen = [counts[i] for i in layers] if counts is not None else layer_counts(pooled, budget - tail, allocation)
+    return {i: top_with_tail(p, c, prompt_len, tail) for i, p, c in zip(layers, pooled, chosen)}
+
+
+def attention_mass(weights: torch.Tensor, *, prompt_len: int, kv_heads: int) -> torch.Tensor:
+    """The attention the Q observation queries of ``weights`` [B, Hq, Q, K] paid to each prompt key, summed
+    over the queries and the query heads of each KV group: [B, Hkv, prompt_len] (what a coverage counts)."""
+    bsz, q_heads, _, _ = weights.shape
+    prompt = weights[..., :prompt_len].float().sum(dim=2)  # [B, Hq, P]
+    return prompt.reshape(bsz, kv_heads, q_heads // kv_heads, prompt_len).sum(dim=2)
+
+
+def coverage_count(mass: torch.Tensor, *, tail: int, coverage: float, floor: int, most: int) -> int:
+    """A budget that sizes itself: the fewest keys (besides the kept ``tail``, the last prompt positions) that
+    every KV head needs for its kept keys to hold ``coverage`` of its attention mass ``mass`` [..., Hkv, P]
+    (one count for the layer: its heads share one cache shape), between ``floor`` and ``most``.
+
+    One sharp needle is covered by a few keys; attention spread over the text (a count, an aggregation) needs
+    many."""
+    outside = mass.shape[-1] - tail
+    flat = mass.reshape(-1, mass.shape[-1])
+    need = coverage * flat.sum(dim=-1) - flat[:, outside:].sum(dim=-1)
+    reached = flat[:, :outside].sort(dim=-1, descending=True).values.cumsum(dim=-1)
+    per_head = torch.where(need > 0, (reached < need[:, None]).sum(dim=-1) + 1, torch.zeros_like(need, dtype=torch.long))
+    return int(min(max(int(per_head.max()), floor), most, outside))
 
 
 def streaming_indices(prompt_len: int, budget: int, sink_tokens: int, *, device=None) -> torch.Tensor:
