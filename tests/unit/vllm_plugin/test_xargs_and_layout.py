@@ -39,9 +39,10 @@ def test_bad_arguments_are_refused(bad):
         read_speckv_args(bad)
 
 
-def test_global_allocation_cannot_be_sent():
+@pytest.mark.parametrize("config", [SpecKVConfig(allocation="global"), SpecKVConfig(coverage=0.6)])
+def test_per_layer_budgets_cannot_be_sent(config):
     with pytest.raises(ConfigError, match="uniform"):
-        speckv_xargs([1], 64, SpecKVConfig(allocation="global"))
+        speckv_xargs([1], 64, config)
 
 
 @pytest.mark.parametrize(("kept", "block", "blocks"), [(128, 128, 1), (129, 128, 2), (128, 32, 4), (1, 16, 1)])
