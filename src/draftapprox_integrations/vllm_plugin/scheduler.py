@@ -30,6 +30,8 @@ logger = logging.getLogger(f"vllm.plugins.draftapprox_speckv.{__name__.rsplit('.
 
 def speckv_supported(vllm_config) -> str | None:
     """None when SpecKV can run under this configuration, else why not (the request then runs plain)."""
+    if vllm_config.device_config.device_type != "cpu":
+        return "only vLLM's CPU attention backend is hooked so far (docs/vllm-plugin.md)"
     if vllm_config.cache_config.enable_prefix_caching:
         return "prefix caching is on (pass --no-enable-prefix-caching): a compacted block matches no hash"
     if vllm_config.scheduler_config.enable_chunked_prefill:

@@ -69,10 +69,11 @@ def test_stand_in_prompt_is_the_prompt_tail():
     assert layout.stand_in_prompt([1, 2], 2) == [1, 2]
 
 
-def _config(prefix=False, chunked=False, spec=None):
+def _config(prefix=False, chunked=False, spec=None, device="cpu"):
     from types import SimpleNamespace
 
-    return SimpleNamespace(cache_config=SimpleNamespace(enable_prefix_caching=prefix),
+    return SimpleNamespace(device_config=SimpleNamespace(device_type=device),
+                           cache_config=SimpleNamespace(enable_prefix_caching=prefix),
                            scheduler_config=SimpleNamespace(enable_chunked_prefill=chunked), speculative_config=spec)
 
 
@@ -83,3 +84,4 @@ def test_speckv_runs_only_with_whole_prefills_and_no_prefix_cache():
     assert "--no-enable-prefix-caching" in speckv_supported(_config(prefix=True))
     assert "--no-enable-chunked-prefill" in speckv_supported(_config(chunked=True))
     assert "speculative" in speckv_supported(_config(spec=object()))
+    assert "CPU" in speckv_supported(_config(device="cuda"))
