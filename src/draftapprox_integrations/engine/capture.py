@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,6 +54,18 @@ def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The self-attention modules of a decoder (those that carry a ``layer_idx``), in layer order."""
     mods = [m for m in model.modules() if hasattr(m, "layer_idx") and hasattr(m, "scaling")]
     return sorted(mods, key=lambda m: m.layer_idx)
+
+
+# A model's attention modules do not change: an observer made every decode step (a batch's masks) looks them
+# up once per model instead of walking its modules each time.
+_module_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _attention_module_ids(model: torch.nn.Module) -> frozenset[int]:
+    ids = _module_ids.get(model)
+    if ids is None:
+        ids = _module_ids[model] = frozenset(id(m) for m in attention_modules(model))
+    return ids
 
 
 def window_attention(
@@ -108,8 +121,8 @@ class AttentionObserver:
     """
 
     def __init__(self, model: torch.nn.Module, *, layers: Iterable[int] | None = None) -> None:
-        mods = attention_modules(model)
-        if not mods:
+        module_ids = _attention_module_ids(model)
+        if not module_ids:
             raise ValueError(f"{type(model).__name__} has no attention modules with a layer_idx to observe")
         impl = getattr(model.config, "_attn_implementation", None)
         if impl != ATTENTION_NAME:
@@ -117,7 +130,7 @@ class AttentionObserver:
                 f"attention capture needs the model loaded with attn_implementation={ATTENTION_NAME!r} (has {impl!r})"
             )
         self.layers = None if layers is None else frozenset(layers)
-        self._module_ids = {id(m) for m in mods}
+        self._module_ids = module_ids
         self._token: contextvars.Token | None = None
 
     def __enter__(self):
