@@ -68,7 +68,8 @@ def selected_count(records: dict, layer: int, *, budget: int, tail: int, config:
     if config.coverage is None:
         return budget - tail
     mass = sum(r[2] for r in records[layer][skip:])
-    return coverage_count(mass, tail=tail, coverage=config.coverage, floor=config.coverage_floor, most=budget - tail)
+    return coverage_count(mass, tail=tail, coverage=config.coverage, floor=config.coverage_floor, most=budget - tail,
+                          sinks=config.sink_tokens)
 
 
 def kept_of_layers(
