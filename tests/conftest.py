@@ -19,6 +19,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from tests.helpers import SMOLLM2
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+# tests/vllm/ starts real vLLM servers from their own virtualenv (make vllm-setup): `make test-vllm` runs them
+# (DRAFTAPPROX_VLLM_TESTS=1); `make test` and CI never collect them.
+collect_ignore = [] if os.environ.get("DRAFTAPPROX_VLLM_TESTS") == "1" else ["vllm"]
 
 _TINY_CONFIGS = {
     # GQA everywhere (4 query heads over 2 KV heads) so head grouping is exercised.

@@ -105,6 +105,7 @@ class Options:
     coverage: float | None = None  # a self-sizing budget: see ``coverage_counts``; the budget is then its maximum
     cover_min: int = 16  # the fewest selected keys a layer keeps under ``coverage``
     cover_heads: str = "max"  # a layer's count from its heads' counts: max (every head covered) or mean
+    cover_sinks: int = 0  # first positions left out of the attention mass (attention sinks; counted as kept)
     profile: str | None = None  # a fixed per-layer share of the budget (``LAYER_PROFILES``)
 
 
@@ -174,9 +175,10 @@ def coverage_counts(obs: Observation, o: Options, outside: int, most: int) -> di
         look = s.look_sum if s.look_sum is not None else s.window_sum
         mass = look.reshape(obs.kv_heads, -1, look.shape[-1]).sum(dim=1)  # [Hkv, prompt_len]
         if o.cover_heads == "max":
-            counts[i] = coverage_count(mass, tail=tail, coverage=o.coverage, floor=o.cover_min, most=most)
+            counts[i] = coverage_count(mass, tail=tail, coverage=o.coverage, floor=o.cover_min, most=most, sinks=o.cover_sinks)
         else:
-            per_head = [coverage_count(m, tail=tail, coverage=o.coverage, floor=0, most=outside) for m in mass]
+            per_head = [coverage_count(m, tail=tail, coverage=o.coverage, floor=0, most=outside, sinks=o.cover_sinks)
+                        for m in mass]
             counts[i] = int(min(max(round(sum(per_head) / len(per_head)), o.cover_min), most, outside))
     return counts
 
@@ -253,6 +255,9 @@ CANDIDATES: dict[str, Candidate] = {
     "speckv-cov90": selection(Options(queries="look", recent=8, coverage=0.9)),
     "speckv-cov95": selection(Options(queries="look", recent=8, coverage=0.95)),
     "speckv-cov90-mean": selection(Options(queries="look", recent=8, coverage=0.9, cover_heads="mean")),
+    # ... with the first 4 positions (attention sinks) out of the mass: "-s" (see coverage_count).
+    **{f"speckv-cov{round(c * 100)}s": selection(Options(queries="look", recent=8, coverage=c, cover_sinks=4))
+       for c in (0.3, 0.5, 0.7, 0.8, 0.9)},
 }
 # A fixed per-layer profile, for each model that has one (learned offline: ``layer_profiles``).
 CANDIDATES.update({

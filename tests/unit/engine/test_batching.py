@@ -203,9 +203,11 @@ def test_a_sliding_window_row_joins_a_running_batch(tiny_model_factory):
     [("", ConfigError, 2), (words(5000, 1), ContextLengthError, 1)],
     ids=["empty", "over-the-context"],
 )
-def test_a_bad_prompt_in_a_batch_is_named_before_any_work(tiny_model_factory, bad, error, row):
+def test_a_bad_prompt_in_a_batch_is_named_before_any_work(tiny_model_factory, monkeypatch, bad, error, row):
     engine = _engine(tiny_model_factory)
-    engine.target.model.config.max_position_embeddings = 512  # a short context to overflow
+    # A short context to overflow, undone afterwards: engines on the same folder share these weights (and config)
+    # while another engine holds them, so a lasting edit shrank later tests' context to 512.
+    monkeypatch.setattr(engine.target.model.config, "max_position_embeddings", 512)
     prompts = list(PROMPTS[:3])
     prompts.insert(row, bad)
     with _BatchSizes(engine) as seen, pytest.raises(error, match=rf"^prompt {row}: "):

@@ -35,7 +35,8 @@ from ..timing import synced_clock
 from .cache import CompressedPrefill, full_bytes_uncut
 from .lookahead import draft_answer, lookahead_for_target, specpc_cut
 from .plan import GenerationPlan, fit_context, logits_size, resolve_rate
-from .prefill import prefill_and_compress, self_draft_steps
+from .prefill import prefill_and_compress
+from .self_draft import self_draft_steps
 from .results import GenerationStats, StreamChunk
 
 

@@ -1,34 +1,27 @@
 """The target's prefill, cut to what a method keeps: capture -> select -> cut, written once.
 
 Two routes share it. ``prefill_and_compress``: the target prefills prompt + the draft's lookahead in one
-forward (two models, or SnapKV / StreamingLLM with no lookahead). ``self_draft_steps``: one model is its own
-draft, so its prefill of the prompt, its greedy lookahead (decoded beside other rows) and one forward over
-that lookahead on the prompt's cache *are* that forward; the separate target prefill is skipped. The first
+forward (two models, or SnapKV / StreamingLLM with no lookahead). ``self_draft.self_draft_steps``: one model
+is its own draft, so its prefill of the prompt, its greedy lookahead (decoded beside other rows) and one
+forward over that lookahead on the prompt's cache *are* that forward; the separate target prefill is skipped. The first
 answer token comes from the logits of the last prompt position (``logits_to_keep`` selects that single row:
 Gemma's vocabulary is 262k).
 
 Memory: the two-model prefill cuts each full-attention layer as soon as its attention has run (layer-wise
-eviction), so its peak is the kept entries + one layer's full KV. The self-draft prefill cannot: the
-model's own lookahead, written after the prompt, must attend to the whole prompt in every layer, so its
-peak is the full KV of prompt + lookahead, as for the draft of any two-model pair (while the lookahead
-decodes, the prompt's KV lives in its decode slot and is handed back from there; when other rows share that
-batch, it is copied back, so for that moment the prompt's KV is held twice).
+eviction), so its peak is the kept entries + one layer's full KV. The self-draft prefill cannot (see
+``self_draft``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import torch
 
 from ..capture import AttentionCapture, AttentionObserver
 from ..config import SpecKVConfig
-from ..decoding import Lookahead
 from ..errors import ConfigError
-from ..prompts import eos_token_ids
-from ..steps import DecodeRequest, Steps
-from ..timing import synced_clock
 from .cache import CompressedPrefill, cache_bytes, cut_full_layer, cut_prefill, recording_cache
 from ..scoring import pool1d
 from .selection import (
@@ -75,7 +68,8 @@ def selected_count(records: dict, layer: int, *, budget: int, tail: int, config:
     if config.coverage is None:
         return budget - tail
     mass = sum(r[2] for r in records[layer][skip:])
-    return coverage_count(mass, tail=tail, coverage=config.coverage, floor=config.coverage_floor, most=budget - tail)
+    return coverage_count(mass, tail=tail, coverage=config.coverage, floor=config.coverage_floor, most=budget - tail,
+                          sinks=config.sink_tokens)
 
 
 def kept_of_layers(
@@ -242,73 +236,3 @@ def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, c
 
         return streaming, nullcontext()
     return (lambda i: None), nullcontext()
-
-
-def self_draft_steps(
-    model_,
-    prompt_ids: Sequence[int],
-    n_lookahead: int,
-    *,
-    config: SpecKVConfig,
-    stop: Sequence[str] = (),
-) -> Steps[tuple[CompressedPrefill, str, list[int]]]:
-    """SpecKV when the draft *is* the target: one prefill serves both.
-
-    The model prefills the prompt once (the window's queries captured), writes its greedy lookahead from
-    there (a decode request: batched with other rows, nothing captured), then one forward over the lookahead
-    on the prompt's cache scores the keys with the lookahead's queries. Causal attention makes that forward's
-    scores those of the target's prefill of prompt + lookahead, and those of capturing each lookahead token as
-    it was decoded (one forward instead of one capture per token). The lookahead's entries are then dropped
-    and the prompt's compressed. Returns the prefill, the lookahead text and ids.
-    """
-    model, device = model_.model, model_.input_device
-    prompt_len = len(prompt_ids)
-    budget = min(config.budget, prompt_len)
-    window = min(config.window_size, prompt_len)
-    cache, full_layers = recording_cache(model)
-    scoring = budget < prompt_len
-    tail = kept_tail(config, window, n_lookahead > 0)  # a lookahead that ends at once falls back to the window
-    records: dict[int, list] = {}
-    with torch.no_grad(), _scoring(model, full_layers, scoring, prompt_len, tail, window, config, records):
-        out = model(input_ids=torch.tensor([list(prompt_ids)], device=device), cache=cache, use_cache=True, logits_to_keep=1)
-    first_logits = out.logits[0, -1].float()
-    del out
-    yield
-    started = synced_clock(device)
-    look = Lookahead("", [], "length")
-    if n_lookahead > 0:
-        decoded = yield DecodeRequest(
-            model, model_.tokenizer, cache, first_logits, prompt_len, n_lookahead, eos_token_ids(model_), tuple(stop),
-            keep_prompt=prompt_len,
-        )
-        look = decoded.lookahead
-    if look.token_ids:
-        ids = torch.tensor([look.token_ids], device=device)
-        positions = torch.arange(prompt_len, prompt_len + len(look.token_ids), device=device)[None]
-        with torch.no_grad(), _scoring(model, full_layers, scoring, prompt_len, tail, len(look.token_ids), config, records):
-            model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-        yield
-    kept: dict[int, torch.Tensor] = {}
-    if scoring:
-        # records[i][0] is the prompt's forward (the window's queries), then the lookahead's forward.
-        skip = 0 if config.score_window or not look.token_ids else 1
-        kept = kept_of_layers(records, full_layers, prompt_len=prompt_len, budget=budget, config=config, skip=skip,
-                              tail=kept_tail(config, window, bool(look.token_ids)))
-    prefill = cut_prefill(
-        cache, first_logits, prompt_len, budget, kept, len(look.token_ids),
-        lookahead_seconds=synced_clock(device) - started,
-    )
-    return prefill, look.text, look.token_ids
-
-
-@contextmanager
-def _scoring(model, layers, scoring: bool, prompt_len: int, tail: int, queries: int, config: SpecKVConfig, records: dict):
-    """A key capture of ``queries`` queries whose records go into ``records`` (nothing when not scoring)."""
-    if not scoring:
-        yield
-        return
-    capture = key_capture(model, layers, prompt_len=prompt_len, tail=tail, queries=queries, config=config)
-    with capture:
-        yield
-    for i, found in capture.records.items():
-        records.setdefault(i, []).extend(found)

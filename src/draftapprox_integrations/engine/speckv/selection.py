@@ -105,19 +105,22 @@ def attention_mass(weights: torch.Tensor, *, prompt_len: int, kv_heads: int) -> 
     return prompt.reshape(bsz, kv_heads, q_heads // kv_heads, prompt_len).sum(dim=2)
 
 
-def coverage_count(mass: torch.Tensor, *, tail: int, coverage: float, floor: int, most: int) -> int:
+def coverage_count(mass: torch.Tensor, *, tail: int, coverage: float, floor: int, most: int, sinks: int = 0) -> int:
     """A budget that sizes itself: the fewest keys (besides the kept ``tail``, the last prompt positions) that
     every KV head needs for its kept keys to hold ``coverage`` of its attention mass ``mass`` [..., Hkv, P]
     (one count for the layer: its heads share one cache shape), between ``floor`` and ``most``.
 
     One sharp needle is covered by a few keys; attention spread over the text (a count, an aggregation) needs
-    many."""
+    many. The first ``sinks`` positions (attention sinks: the first tokens take much of many heads' attention
+    whatever the question) are left out of the mass and counted as kept: otherwise a head that parks 90% of
+    its attention on the first token would be "covered" by that token alone."""
     outside = mass.shape[-1] - tail
-    flat = mass.reshape(-1, mass.shape[-1])
-    need = coverage * flat.sum(dim=-1) - flat[:, outside:].sum(dim=-1)
-    reached = flat[:, :outside].sort(dim=-1, descending=True).values.cumsum(dim=-1)
+    sinks = min(sinks, outside)
+    flat = mass.reshape(-1, mass.shape[-1])[:, sinks:]
+    need = coverage * flat.sum(dim=-1) - flat[:, outside - sinks :].sum(dim=-1)
+    reached = flat[:, : outside - sinks].sort(dim=-1, descending=True).values.cumsum(dim=-1)
     per_head = torch.where(need > 0, (reached < need[:, None]).sum(dim=-1) + 1, torch.zeros_like(need, dtype=torch.long))
-    return int(min(max(int(per_head.max()), floor), most, outside))
+    return int(min(max(int(per_head.max()) + sinks, floor), most, outside))
 
 
 def streaming_indices(prompt_len: int, budget: int, sink_tokens: int, *, device=None) -> torch.Tensor:
