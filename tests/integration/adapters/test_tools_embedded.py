@@ -60,7 +60,11 @@ def test_function_agent_calls_an_arithmetic_tool_and_answers_with_its_result(smo
 
     llm = SpecKVLLM(engine=smollm2_engine, method="full", max_tokens=48)
     agent = FunctionAgent(tools=[FunctionTool.from_defaults(fn=add)], llm=llm, initial_tool_choice="add")
-    answer = asyncio.run(agent.run("What is 3 + 5?"))
+
+    async def ask():  # a workflow run is started inside a running event loop
+        return await agent.run("What is 3 + 5?")
+
+    answer = asyncio.run(ask())
     assert calls == [(3, 5)]  # the Python function ran, with the arguments from the question
     assert answer.tool_calls[0].tool_output.raw_output == 8
     assert "8" in str(answer)  # the final text answer carries the tool's result
