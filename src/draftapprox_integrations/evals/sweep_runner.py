@@ -75,22 +75,25 @@ def _pairs(cfg: SweepConfig) -> list[tuple[str, int]]:
     return [(c, b) for b in cfg.budgets for c in cfg.candidates] + [tuple(p) for p in cfg.extra]
 
 
-def sweep_one(engine, sample, cfg: SweepConfig) -> list[dict[str, Any]]:
-    """Every (candidate, budget) answer of one sample, and full KV's, as rows."""
+def sweep_one(engine, sample, cfg: SweepConfig, done: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
+    """Every (candidate, budget) answer of one sample, and full KV's, as rows; labels in ``done`` (rows a
+    resumed sweep already has, when candidates were added) are not answered again. Full KV's answer is always
+    decoded: the observation the candidates select from comes with it."""
     target = engine.target
     ids = encode_prompt(target, None, sample.chat_prompt(target.tokenizer))
     started = time.perf_counter()
     with engine.lock:
         obs = observe(target, ids, window=cfg.window, max_new_tokens=sample.max_new_tokens)
-        pairs = _pairs(cfg)
+        pairs = [(c, b) for c, b in _pairs(cfg) if f"{c}@{b}" not in done]
         named = {f"{c}@{b}": CANDIDATES[c](obs, b) for c, b in pairs}
         answers = answer_all(target, obs, named, max_new_tokens=sample.max_new_tokens)
     seconds = round(time.perf_counter() - started, 2)
     base = dict(task=sample.task, length=sample.target_length, seed=sample.seed, sample=int(sample.id.rsplit("-", 1)[-1]),
                 split=cfg.split, prompt_tokens=len(ids), answers=sample.answers, sample_seconds=seconds)
-    rows = [dict(base, method="full", budget=None, prediction=obs.answer_text, kept=float(len(ids)),
-                 score=score_prediction(obs.answer_text, sample.answers, sample.match),
-                 global_counts={str(b): global_counts(obs, b) for b in cfg.budgets})]
+    rows = [] if "full" in done else [
+        dict(base, method="full", budget=None, prediction=obs.answer_text, kept=float(len(ids)),
+             score=score_prediction(obs.answer_text, sample.answers, sample.match),
+             global_counts={str(b): global_counts(obs, b) for b in cfg.budgets})]
     for (c, b) in pairs:
         text = answers[f"{c}@{b}"]
         rows.append(dict(base, method=c, budget=b, prediction=text, kept=round(kept_size(named[f"{c}@{b}"]), 1),
@@ -117,7 +120,7 @@ def run_sweep(cfg: SweepConfig, engine=None) -> Path:
             if wanted <= done[_sample_key(t, n, s, i)]:
                 continue
             sample = make_sample(t, n, engine.target.tokenizer, seed=s, index=i)
-            for row in sweep_one(engine, sample, cfg):
+            for row in sweep_one(engine, sample, cfg, frozenset(done[_sample_key(t, n, s, i)])):
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             fh.flush()
     (out / "results.md").write_text(render_sweep(load_sweep(path)), encoding="utf-8")

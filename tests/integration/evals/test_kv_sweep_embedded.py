@@ -30,6 +30,10 @@ def test_sweep_rows_are_the_engines_answers(engine, task, tmp_path):
         candidates=["speckv-v1", "snapkv", "speckv-look-last8", "speckv-look-last8-alloc"], extra=[], output_dir=str(tmp_path),
     )
     rows = {(r["method"], r["budget"]): r["prediction"] for r in sweep_one(engine, sample, cfg)}
+    # A resumed sweep answers only what the file lacks, and the same answers.
+    resumed = sweep_one(engine, sample, cfg, frozenset({"full", "snapkv@64"}))
+    assert {(r["method"], r["budget"]) for r in resumed} == set(rows) - {("full", None), ("snapkv", 64)}
+    assert all(r["prediction"] == rows[(r["method"], r["budget"])] for r in resumed)
     prompt = sample.chat_prompt(engine.target.tokenizer)
     common = dict(max_new_tokens=sample.max_new_tokens, chat=False)
     assert rows[("full", None)] == engine.generate(prompt, method="full", **common).text
