@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import layout
+from .patching import wrap_method
 from .xargs import PROMPT_LEN, read_speckv_args
 
 # A child of vLLM's own logger, so its lines appear in the server log with vLLM's format and level.
@@ -55,20 +56,10 @@ def install() -> None:
     if getattr(GPUModelRunner, "_speckv_patched", False):
         return
     GPUModelRunner._speckv_patched = True
-    _wrap(GPUModelRunner, "_update_states", _update_states)
-    _wrap(GPUModelRunner, "_prepare_inputs", _prepare_inputs)
-    _wrap(GPUModelRunner, "sample_tokens", _sample_tokens)
-    _wrap(CPUAttentionBackendImpl, "forward", _attention_forward)
-
-
-def _wrap(cls, name: str, patch) -> None:
-    original = getattr(cls, name)
-
-    def wrapper(self, *args, **kwargs):
-        return patch(original, self, *args, **kwargs)
-
-    wrapper.__wrapped__ = original
-    setattr(cls, name, wrapper)
+    wrap_method(GPUModelRunner, "_update_states", _update_states)
+    wrap_method(GPUModelRunner, "_prepare_inputs", _prepare_inputs)
+    wrap_method(GPUModelRunner, "sample_tokens", _sample_tokens)
+    wrap_method(CPUAttentionBackendImpl, "forward", _attention_forward)
 
 
 def _state(runner) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from . import layout
 from ..engine.errors import ConfigError
+from .patching import wrap_method
 from .xargs import PROMPT_LEN, read_speckv_args
 
 # A child of vLLM's own logger, so its lines appear in the server log with vLLM's format and level.
@@ -56,17 +57,7 @@ def install() -> None:
     Scheduler._speckv_patched = True
     for name, patch in (("add_request", _add_request), ("update_from_output", _update_from_output),
                         ("_preempt_request", _preempt_request)):
-        _wrap(Scheduler, name, patch)
-
-
-def _wrap(cls, name: str, patch) -> None:
-    original = getattr(cls, name)
-
-    def wrapper(self, *args, **kwargs):
-        return patch(original, self, *args, **kwargs)
-
-    wrapper.__wrapped__ = original
-    setattr(cls, name, wrapper)
+        wrap_method(Scheduler, name, patch)
 
 
 def _tracked(scheduler) -> dict[str, Tracked]:

@@ -449,6 +449,20 @@ def test_speckv_pc_rate_is_a_fraction_of_the_cut_prompt(tiny_model_factory):
     assert whole.kv_entries_kept == whole.budget == whole.compressed_prompt_tokens < whole.prompt_tokens
 
 
+def _three_routes(tiny_model_factory, cfg: SpecKVConfig):
+    """One prompt through the self-draft prefill (all layers scored before the cut), the two-model prefill cut
+    layer by layer, and the same cut after the whole prefill: (prompt ids, and the three results)."""
+    from draftapprox_integrations.engine.speckv import self_draft_steps
+    from draftapprox_integrations.engine.steps import run_alone
+
+    loaded = _engine(tiny_model_factory("llama")).target
+    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
+    fused, _, look_ids = run_alone(self_draft_steps(loaded, prompt_ids, 6, config=cfg))
+    layerwise = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
+    at_end = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg, layerwise=False)
+    return prompt_ids, fused, layerwise, at_end
+
+
 @pytest.mark.parametrize(
     "options",
     [dict(keep_last=2), dict(allocation="global"), dict(score_window=False), dict(score_window=False, keep_last=2, allocation="global")],
@@ -457,16 +471,8 @@ def test_issue14_options_agree_across_the_three_prefill_routes(tiny_model_factor
     """keep_last / allocation / score_window select the same entries on every route: the self-draft prefill
     (all layers scored before the cut), the two-model prefill cut layer by layer (a global share is trimmed
     from what the layer held), and the same without layer-wise eviction."""
-    from draftapprox_integrations.engine.speckv import self_draft_steps
-    from draftapprox_integrations.engine.steps import run_alone
-
-    engine = _engine(tiny_model_factory("llama"))
-    loaded = engine.target
-    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
     cfg = SpecKVConfig(budget=16, window_size=4, pooling="avg", kernel_size=3, **options)
-    fused, _, look_ids = run_alone(self_draft_steps(loaded, prompt_ids, 6, config=cfg))
-    layerwise = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
-    at_end = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg, layerwise=False)
+    prompt_ids, fused, layerwise, at_end = _three_routes(tiny_model_factory, cfg)
     n_prompt = len(prompt_ids)
     for route in (layerwise, at_end):
         for layer, idx in fused.kept_indices.items():
@@ -511,16 +517,8 @@ def test_issue14_option_checks():
 def test_a_coverage_budget_sizes_each_layer_alike_on_every_route(tiny_model_factory, options):
     """coverage: each layer keeps what its attention mass needs (between the floor and the budget), and the
     self-draft prefill, the two-model prefill cut layer by layer and the post-hoc cut keep the same."""
-    from draftapprox_integrations.engine.speckv import self_draft_steps
-    from draftapprox_integrations.engine.steps import run_alone
-
-    engine = _engine(tiny_model_factory("llama"))
-    loaded = engine.target
-    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
     cfg = SpecKVConfig(budget=40, window_size=4, pooling="avg", kernel_size=3, **options)
-    fused, _, look_ids = run_alone(self_draft_steps(loaded, prompt_ids, 6, config=cfg))
-    layerwise = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg)
-    at_end = prefill_and_compress(loaded, prompt_ids, look_ids, method="speckv", config=cfg, layerwise=False)
+    prompt_ids, fused, layerwise, at_end = _three_routes(tiny_model_factory, cfg)
     tail = 4  # keep_last 8 is cut to the window
     for route in (layerwise, at_end):
         for layer, idx in fused.kept_indices.items():
