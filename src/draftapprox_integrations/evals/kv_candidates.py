@@ -106,6 +106,7 @@ class Options:
     cover_min: int = 16  # the fewest selected keys a layer keeps under ``coverage``
     cover_heads: str = "max"  # a layer's count from its heads' counts: max (every head covered) or mean
     cover_sinks: int = 0  # first positions left out of the attention mass (attention sinks; counted as kept)
+    cover_layers: str = "each"  # each layer its own count, or "mean": every layer the mean count (a uniform shape)
     profile: str | None = None  # a fixed per-layer share of the budget (``LAYER_PROFILES``)
 
 
@@ -168,7 +169,7 @@ def coverage_counts(obs: Observation, o: Options, outside: int, most: int) -> di
     """A budget that sizes itself (``engine.speckv.selection.coverage_count``): per layer, the fewest keys per
     KV head whose share of the lookahead's attention mass (with the always-kept tail's) reaches
     ``o.coverage``, between ``o.cover_min`` and ``most``; one count per layer, the most its heads need, or
-    (``cover_heads="mean"``) their mean."""
+    (``cover_heads="mean"``) their mean; with ``cover_layers="mean"`` every layer gets the layers' mean count."""
     counts = {}
     tail = obs.prompt_len - outside
     for i, s in obs.layers.items():
@@ -180,6 +181,9 @@ def coverage_counts(obs: Observation, o: Options, outside: int, most: int) -> di
             per_head = [coverage_count(m, tail=tail, coverage=o.coverage, floor=0, most=outside, sinks=o.cover_sinks)
                         for m in mass]
             counts[i] = int(min(max(round(sum(per_head) / len(per_head)), o.cover_min), most, outside))
+    if o.cover_layers == "mean":  # the request's size from its attention, spread evenly: batches stay uniform
+        even = round(sum(counts.values()) / len(counts))
+        counts = dict.fromkeys(counts, even)
     return counts
 
 
@@ -258,6 +262,10 @@ CANDIDATES: dict[str, Candidate] = {
     # ... with the first 4 positions (attention sinks) out of the mass: "-s" (see coverage_count).
     **{f"speckv-cov{round(c * 100)}s": selection(Options(queries="look", recent=8, coverage=c, cover_sinks=4))
        for c in (0.3, 0.5, 0.7, 0.8, 0.9)},
+    # ... and one size per request, every layer alike (the layers' mean count): "-su".
+    **{f"speckv-cov{round(c * 100)}su": selection(Options(queries="look", recent=8, coverage=c, cover_sinks=4,
+                                                          cover_layers="mean"))
+       for c in (0.5, 0.6, 0.7, 0.8)},
 }
 # A fixed per-layer profile, for each model that has one (learned offline: ``layer_profiles``).
 CANDIDATES.update({

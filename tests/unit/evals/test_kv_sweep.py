@@ -129,11 +129,24 @@ def test_a_self_sizing_budget_keeps_little_for_one_needle_and_much_for_spread_at
             assert 16 + 8 <= k.shape[-1] <= 256  # between the floor (16 + the tail) and the maximum given
     assert all(small[i].shape[-1] == 16 + 8 for i in small)  # the three keys are within the floor
     coverage = float(name.split("-cov")[1][:2]) / 100
-    sinks = 4 if name.endswith("s") else 0
+    sinks = 4 if name.endswith(("s", "su")) else 0
     # Spread attention: every key alike, so a share c of the (non-sink) mass takes that share of the keys,
     # less the 8 of the kept tail; the sinks are counted as kept.
     expected = min(256, 8 + sinks + math.ceil(coverage * (P - sinks) - 8))
     assert all(large[i].shape[-1] == expected for i in large), (expected, [large[i].shape[-1] for i in large])
+
+
+def test_one_size_per_request_gives_every_layer_the_layers_mean_count():
+    needle = torch.full((P,), 1e-4)
+    needle[[40, 41, 200]] = 1.0
+    obs = _one_layer(torch.ones(P))
+    focused = _one_layer(needle).layers[0]
+    obs.layers[0] = focused  # one layer needs the floor, the others much more
+    each = CANDIDATES["speckv-cov80s"](obs, 256)
+    even = CANDIDATES["speckv-cov80su"](obs, 256)
+    sizes = [each[i].shape[-1] - 8 for i in sorted(each)]  # selected keys, less the kept tail
+    assert len(set(sizes)) == 2
+    assert {even[i].shape[-1] - 8 for i in even} == {round(sum(sizes) / len(sizes))}
 
 
 def test_the_windows_share_is_chosen_by_the_windows_queries():
