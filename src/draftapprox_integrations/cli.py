@@ -222,8 +222,10 @@ def _add_generate_parser(sub, common: list) -> None:
     gen.add_argument("--window-size", type=int, default=None, help="last prompt tokens whose queries observe the prompt (default 32)")
     gen.add_argument("--keep-last", type=int, default=None,
                      help="last prompt tokens always kept when a lookahead scores (default 8; SnapKV keeps its window)")
-    gen.add_argument("--allocation", choices=["uniform", "global"], default=None,
-                     help="entries per layer: the same in each (default) or moved between layers at the same total")
+    gen.add_argument("--allocation", choices=["uniform", "global", "profile", "auto"], default=None,
+                     help="entries per layer at the same total: the same in each, split per request by the scores "
+                          "(global), by the model's learned layer profile (profile), or the profile when the model "
+                          "has one (auto)")
     gen.add_argument("--score-window", action=argparse.BooleanOptionalAction, default=None,
                      help="let the window's queries score the keys beside the lookahead's (the paper; default: off)")
     gen.add_argument("--kernel-size", type=int, default=None, help="odd width of the pooling over key scores (default 15)")

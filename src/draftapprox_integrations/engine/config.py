@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from .errors import ConfigError
+from .layer_profiles import check_profile
 
 # The model every component uses when none is named: the embedded SmolLM2-135M-Instruct.
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -71,7 +72,7 @@ def check_rate(rate: Any) -> float:
 
 _REDUCTIONS = ("max", "mean")
 _POOLINGS = ("max", "avg", "none")
-_ALLOCATIONS = ("uniform", "global")
+_ALLOCATIONS = ("uniform", "global", "profile", "auto")
 
 
 def _check_positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
@@ -177,17 +178,25 @@ class SpecKVConfig(_ConfigMixin):
     keep_last: last prompt tokens always kept when a lookahead scores the keys (None: the whole window); the
     rest of the window competes on score. With no lookahead (SnapKV) the whole window is kept.
     score_window: whether the window's queries score the keys beside the lookahead's (the paper: True).
-    allocation: ``uniform`` keeps ``budget`` entries in every layer; ``global`` moves entries between layers
-    at the same total (one threshold over every layer's normalised scores; Ada-KV / PyramidKV's idea).
+    allocation: how the budget's entries are split between layers, always at the same total. ``uniform``:
+    ``budget`` in every layer. ``global``: per request, one threshold over every layer's normalised scores
+    (Ada-KV / PyramidKV's idea). ``profile``: fixed shares per layer learned offline for the model
+    (``engine.layer_profiles``: the global allocation averaged over a tuning split), the same for every request.
+    ``auto``: the model's profile when one is known (SmolLM2-135M), else uniform.
+    layer_profile: the shares ``profile``/``auto`` use instead of the model's: a name of
+    ``engine.layer_profiles.LAYER_PROFILES`` or a tuple with one share per full-attention layer (normalised).
     kernel_size / pooling: odd 1-D smoothing of key scores before top-k.
     reduction: over observation queries and the query heads of each KV group.
     lookahead_tokens: draft tokens to generate as the approximate answer (None: as many as the target's
     max_new_tokens).
     sink_tokens: first entries StreamingLLM (the baseline) always keeps; the rest of its budget is recent.
-    coverage: a budget that sizes itself (None: ``budget`` entries in every layer). Each layer keeps the fewest
-    keys per KV head whose share of the observation queries' attention (the lookahead's) reaches
-    ``coverage`` (one count per layer, the largest its heads need), at least ``coverage_floor`` besides the
-    kept tail, at most ``budget``: a one-needle question keeps little, an aggregation over the text much.
+    coverage: a budget that sizes itself per request (None: the budget is ``budget``). Each layer counts the
+    fewest keys per KV head whose share of the lookahead's attention reaches ``coverage`` (the largest its
+    heads need; the first ``sink_tokens`` positions out of the mass and always kept), and every layer of the
+    request keeps the mean of those counts, at least ``coverage_floor`` besides the kept tail and at most
+    ``budget``: a one-needle question keeps little, an aggregation over the text much, and each request
+    keeps one count in every layer (rows group by size in a decode batch). Issue 23 measured a count per
+    layer too: it lost 9.5 points to a fixed budget of fewer entries (results/cpu/speckv-quality/round2).
 
     The default kernel is 15, not the paper's 7 (``SpecKVConfig.paper()``): the embedded SmolLM2 tokenizes
     numbers one digit per token, so a 7-digit value is 7 keys, and a kernel of 7 centred on the digit the
@@ -221,6 +230,7 @@ class SpecKVConfig(_ConfigMixin):
     score_window: bool = False
     coverage: float | None = None
     coverage_floor: int = 16
+    layer_profile: str | tuple[float, ...] | None = None
 
     @classmethod
     def paper(cls, **changes: Any) -> SpecKVConfig:
@@ -242,13 +252,19 @@ class SpecKVConfig(_ConfigMixin):
         if self.keep_last is not None:  # above window_size it keeps the window (the tail is never longer)
             _check_positive_int("keep_last", self.keep_last)
         _check_choice("allocation", self.allocation, _ALLOCATIONS)
+        if isinstance(self.layer_profile, list):  # a profile read from JSON: frozen as the tuple it means
+            object.__setattr__(self, "layer_profile", tuple(self.layer_profile))
+        check_profile(self.layer_profile)
+        if self.layer_profile is not None and self.allocation not in ("profile", "auto"):
+            raise ConfigError(f"layer_profile applies to allocation='profile' or 'auto', not {self.allocation!r}")
         if not isinstance(self.score_window, bool):
             raise ConfigError(f"score_window must be True or False, got {self.score_window!r}")
         if self.coverage is not None:
             if isinstance(self.coverage, bool) or not isinstance(self.coverage, (int, float)) or not 0 < self.coverage <= 1:
                 raise ConfigError(f"coverage must be a share of the attention in (0, 1], got {self.coverage!r}")
-            if self.allocation != "uniform":
-                raise ConfigError("coverage sizes each layer from its own attention: it replaces allocation='global'")
+            if self.allocation not in ("uniform", "auto"):
+                raise ConfigError(f"coverage gives every layer of a request the same self-sized count: it replaces "
+                                  f"allocation={self.allocation!r} (use 'uniform' or 'auto')")
         _check_positive_int("coverage_floor", self.coverage_floor, allow_zero=True)
         if self.window_size > self.budget:
             raise ConfigError(

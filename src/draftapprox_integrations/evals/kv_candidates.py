@@ -30,9 +30,9 @@ from ..engine.config import SpecKVConfig
 from ..engine.errors import ConfigError
 from ..engine.scoring import pool1d
 from ..engine.speckv.prefill import kept_tail
-from ..engine.speckv.selection import coverage_count, layer_counts, round_to_total, select_all_layers
+from ..engine.layer_profiles import LAYER_PROFILES
+from ..engine.speckv.selection import coverage_count, layer_counts, profile_counts, round_to_total, select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
-from .layer_profiles import LAYER_PROFILES
 
 DEFAULT = SpecKVConfig(keep_last=None, score_window=True)  # the options the Options-based candidates start from
 
@@ -107,7 +107,7 @@ class Options:
     cover_heads: str = "max"  # a layer's count from its heads' counts: max (every head covered) or mean
     cover_sinks: int = 0  # first positions left out of the attention mass (attention sinks; counted as kept)
     cover_layers: str = "each"  # each layer its own count, or "mean": every layer the mean count (a uniform shape)
-    profile: str | None = None  # a fixed per-layer share of the budget (``LAYER_PROFILES``)
+    profile: str | None = None  # a fixed per-layer share of the budget (``engine.layer_profiles.LAYER_PROFILES``)
 
 
 def _pooled(obs: Observation, s: HeadScores, o: Options, outside: int) -> torch.Tensor:
@@ -191,13 +191,13 @@ def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[i
     """Selected keys per layer (besides the recent tokens): n each, a pyramid, a fixed profile, or the
     engine's global split of the total (``engine.speckv.selection.layer_counts``) without its per-layer bound."""
     layers = sorted(pooled)
-    if o.profile is not None:
-        width = pooled[layers[0]].shape[-1]
+    if o.profile is not None:  # the engine's split (allocation="profile"); before 4k's held-out rows were done the
+        # sweep rounded the unnormalised shares (sum 1.0001), which moved one entry between two layers at 128
         shares = LAYER_PROFILES[o.profile]
         if len(shares) != len(layers):
             raise ConfigError(f"layer profile {o.profile!r} has {len(shares)} layers; the model has {len(layers)}")
-        raw = [min(share * n * len(layers), width) for share in shares]
-        return dict(zip(layers, round_to_total(raw, min(n * len(layers), width * len(layers)))))
+        counts = profile_counts([s / sum(shares) for s in shares], n, pooled[layers[0]].shape[-1])
+        return dict(zip(layers, counts))
     if o.allocation == "pyramid":  # PyramidKV: 1.5x the mean at the bottom to 0.5x at the top
         width = pooled[layers[0]].shape[-1]
         raw = [min(r, width) for r in (torch.linspace(1.5, 0.5, len(layers)) * n).tolist()]
@@ -211,7 +211,7 @@ V1 = SpecKVConfig(keep_last=None, score_window=True, allocation="uniform")
 
 def global_counts(obs: Observation, budget: int) -> list[int]:
     """The engine's global allocation at ``budget`` with its defaults (the lookahead's queries, the last 8
-    kept): selected keys per layer, in layer order (what a layer profile averages, ``layer_profiles``)."""
+    kept): selected keys per layer, in layer order (what a layer profile averages, ``evals.layer_profiles``)."""
     config = SpecKVConfig(allocation="global")
     tail = kept_tail(config, obs.window, True)
     layers = sorted(obs.layers)
@@ -267,7 +267,7 @@ CANDIDATES: dict[str, Candidate] = {
                                                           cover_layers="mean"))
        for c in (0.5, 0.6, 0.7, 0.8)},
 }
-# A fixed per-layer profile, for each model that has one (learned offline: ``layer_profiles``).
+# A fixed per-layer profile, for each model that has one (learned offline: ``engine.layer_profiles``).
 CANDIDATES.update({
     f"speckv-look-last8-profile-{name}": selection(Options(queries="look", recent=8, profile=name)) for name in LAYER_PROFILES
 })

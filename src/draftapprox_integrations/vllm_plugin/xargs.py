@@ -22,8 +22,8 @@ from ..engine.config import SpecKVConfig
 from ..engine.errors import ConfigError
 
 BUDGET, ANSWER, CONFIG, PROMPT_LEN = "speckv_budget", "speckv_answer_ids", "speckv_config", "speckv_prompt_len"
-# Per-layer budgets (allocation="global", coverage) would give layers different cache lengths, which one vLLM
-# block table per request cannot hold; the draft's lookahead length is the client's business.
+# Per-layer budgets (allocation="global" or "profile", coverage) would give layers different cache lengths,
+# which one vLLM block table per request cannot hold; the draft's lookahead length is the client's business.
 _SERVER_FIELDS = ("window_size", "keep_last", "kernel_size", "pooling", "reduction", "score_window")
 
 
@@ -60,6 +60,8 @@ def read_speckv_args(extra_args: dict[str, Any] | None) -> SpecKVArgs | None:
 
 
 def _check_server_config(config: SpecKVConfig) -> None:
-    if config.allocation != "uniform" or config.coverage is not None:
+    # "auto" is the uniform split on the server: a layer profile needs per-layer lengths (see above).
+    if config.allocation not in ("uniform", "auto") or config.coverage is not None:
         raise ConfigError("the vLLM plugin keeps the same budget in every layer: allocation must be 'uniform' "
-                          "and coverage None (one block table per request holds one length for all layers)")
+                          "(or 'auto', which is uniform there) and coverage None (one block table per request "
+                          "holds one length for all layers)")

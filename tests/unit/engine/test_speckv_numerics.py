@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from draftapprox_integrations.engine import ConfigError, ContextLengthError, DraftApproxEngine, SpecKVConfig
 from draftapprox_integrations.engine.speckv import encode_prompt, normalize_messages, prefill_and_compress, select_kept_indices
+from draftapprox_integrations.engine.speckv.selection import profile_counts
 
 PROMPT = (
     "Alice keeps the red key in the kitchen drawer. Bob hides the blue key under the mat. "
@@ -449,6 +450,9 @@ def test_speckv_pc_rate_is_a_fraction_of_the_cut_prompt(tiny_model_factory):
     assert whole.kv_entries_kept == whole.budget == whole.compressed_prompt_tokens < whole.prompt_tokens
 
 
+PROFILE = (1.0, 2.0, 3.0, 4.0)  # shares per layer of the tiny llama (4 layers), any scale
+
+
 def _three_routes(tiny_model_factory, cfg: SpecKVConfig):
     """One prompt through the self-draft prefill (all layers scored before the cut), the two-model prefill cut
     layer by layer, and the same cut after the whole prefill: (prompt ids, and the three results)."""
@@ -465,7 +469,8 @@ def _three_routes(tiny_model_factory, cfg: SpecKVConfig):
 
 @pytest.mark.parametrize(
     "options",
-    [dict(keep_last=2), dict(allocation="global"), dict(score_window=False), dict(score_window=False, keep_last=2, allocation="global")],
+    [dict(keep_last=2), dict(allocation="global"), dict(score_window=False), dict(score_window=False, keep_last=2, allocation="global"),
+     dict(allocation="profile", layer_profile=PROFILE)],
 )
 def test_issue14_options_agree_across_the_three_prefill_routes(tiny_model_factory, options):
     """keep_last / allocation / score_window select the same entries on every route: the self-draft prefill
@@ -485,6 +490,26 @@ def test_issue14_options_agree_across_the_three_prefill_routes(tiny_model_factor
         assert idx[..., -tail:].tolist() == [[list(range(n_prompt - tail, n_prompt))] * idx.shape[1]]
     if options.get("allocation") == "global":
         assert len(set(sizes)) > 1  # the random model's layers attend differently: shares differ
+    if options.get("allocation") == "profile":  # the profile's split of the same total, before any score
+        assert sizes == [n + tail for n in profile_counts([s / sum(PROFILE) for s in PROFILE], 16 - tail, n_prompt - tail)]
+        assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_a_layer_profile_is_checked_against_the_model_before_any_forward(tiny_model_factory):
+    engine = _engine(tiny_model_factory("llama"))
+    for cfg, match in ((SpecKVConfig(budget=16, window_size=4, allocation="profile"), "no layer profile is known"),
+                       (SpecKVConfig(budget=16, window_size=4, allocation="profile", layer_profile=(1.0, 2.0)), "has 2 layers")):
+        with pytest.raises(ConfigError, match=match):
+            engine.generate(PROMPT, config=cfg, max_new_tokens=3)
+    # "auto" on a model without a profile is the uniform split, token for token.
+    auto = engine.generate(PROMPT, config=SpecKVConfig(budget=16, window_size=4, allocation="auto"), max_new_tokens=6)
+    uniform = engine.generate(PROMPT, config=SpecKVConfig(budget=16, window_size=4), max_new_tokens=6)
+    assert auto.token_ids == uniform.token_ids
+    for bad in ("nope", (), (1.0, -1.0), (0.0, 0.0), ("a",), [float("inf")]):
+        with pytest.raises(ConfigError, match="layer_profile"):
+            SpecKVConfig(allocation="profile", layer_profile=bad)
+    with pytest.raises(ConfigError, match="applies to allocation='profile' or 'auto'"):
+        SpecKVConfig(layer_profile=(1.0, 2.0))
 
 
 def test_score_window_off_scores_with_the_lookahead_only(tiny_model_factory):
@@ -514,9 +539,10 @@ def test_issue14_option_checks():
 
 
 @pytest.mark.parametrize("options", [dict(coverage=0.5), dict(coverage=0.9, score_window=True), dict(coverage=0.99, coverage_floor=0)])
-def test_a_coverage_budget_sizes_each_layer_alike_on_every_route(tiny_model_factory, options):
-    """coverage: each layer keeps what its attention mass needs (between the floor and the budget), and the
-    self-draft prefill, the two-model prefill cut layer by layer and the post-hoc cut keep the same."""
+def test_a_coverage_budget_gives_every_layer_one_self_sized_count_on_every_route(tiny_model_factory, options):
+    """coverage: the request keeps one count in every layer (the mean of what each layer's attention mass
+    needs, between the floor and the budget), and the self-draft prefill, the two-model prefill cut layer by
+    layer and the post-hoc cut keep the same."""
     cfg = SpecKVConfig(budget=40, window_size=4, pooling="avg", kernel_size=3, **options)
     prompt_ids, fused, layerwise, at_end = _three_routes(tiny_model_factory, cfg)
     tail = 4  # keep_last 8 is cut to the window
@@ -524,21 +550,28 @@ def test_a_coverage_budget_sizes_each_layer_alike_on_every_route(tiny_model_fact
         for layer, idx in fused.kept_indices.items():
             assert torch.equal(idx, route.kept_indices[layer]), (layer, options)
             assert route.cache.layers[layer].keys.shape[-2] == idx.shape[-1]
-    sizes = [idx.shape[-1] for idx in fused.kept_indices.values()]
-    assert all(cfg.coverage_floor + tail <= n <= 40 for n in sizes)
-    assert fused.kept_entries == round(sum(sizes) / len(sizes))
+    sizes = {idx.shape[-1] for idx in fused.kept_indices.values()}
+    assert len(sizes) == 1, sizes
+    assert cfg.coverage_floor + tail <= sizes.pop() <= 40
     if options["coverage"] == 0.5:
-        assert max(sizes) < 40  # half the attention fits in fewer keys than the budget
-    if options["coverage"] == 0.99:
-        assert max(sizes) > min(sizes) or max(sizes) == 40  # layers differ, or all need the whole budget
+        assert fused.kept_entries < 40  # half the attention fits in fewer keys than the budget
+
+
+def test_a_larger_coverage_keeps_more(tiny_model_factory):
+    kept = []
+    for coverage in (0.3, 0.6, 0.95):
+        cfg = SpecKVConfig(budget=48, window_size=4, pooling="avg", kernel_size=3, coverage=coverage, coverage_floor=0)
+        kept.append(_three_routes(tiny_model_factory, cfg)[1].kept_entries)
+    assert kept == sorted(kept) and kept[0] < kept[-1], kept
 
 
 def test_a_coverage_is_checked_before_any_work(tiny_model_factory):
     for bad in (0, 1.5, True, "0.9", -0.1):
         with pytest.raises(ConfigError, match="coverage"):
             SpecKVConfig(coverage=bad)
-    with pytest.raises(ConfigError, match="replaces allocation='global'"):
-        SpecKVConfig(coverage=0.9, allocation="global")
+    for allocation in ("global", "profile"):
+        with pytest.raises(ConfigError, match=f"replaces allocation='{allocation}'"):
+            SpecKVConfig(coverage=0.9, allocation=allocation)
     engine = DraftApproxEngine(None, str(tiny_model_factory("llama")), device="cpu", dtype="float32")
     with pytest.raises(ConfigError, match="coverage needs attention scores"):
         engine.generate("hello there", method="streamingllm", config=SpecKVConfig(budget=32, coverage=0.9))

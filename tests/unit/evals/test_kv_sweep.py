@@ -173,7 +173,7 @@ def test_a_layer_profile_is_the_mean_share_of_the_global_allocation():
 
 @pytest.mark.parametrize("name", [n for n in CANDIDATES if "-profile-" in n])
 def test_a_layer_profile_keeps_the_budgets_bytes_in_its_shares(name):
-    from draftapprox_integrations.evals.layer_profiles import LAYER_PROFILES
+    from draftapprox_integrations.engine.layer_profiles import LAYER_PROFILES
 
     shares = LAYER_PROFILES[name.split("-profile-")[1]]
     g = torch.Generator().manual_seed(5)

@@ -21,6 +21,7 @@ import shutil
 import threading
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 from hypothesis import settings
@@ -29,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from draftapprox_integrations.engine import DraftApproxEngine, SpecKVConfig
 from draftapprox_integrations.engine.errors import RequestCancelled
+from draftapprox_integrations.engine.layer_profiles import full_attention_layers
 from draftapprox_integrations.engine.locking import cancellation_scope, reset_cancellation
 from tests.helpers import words
 from tests.unit.properties._strategies import SETTINGS, examples
@@ -47,17 +49,19 @@ class Spec:
     allocation: str
     max_new_tokens: int
     stop: str | None
+    layer_profile: ClassVar[tuple[float, ...]] = ()  # shares per full layer of the model under test (set per run)
 
     def options(self) -> dict:
+        profile = self.layer_profile if self.allocation == "profile" else None
         config = SpecKVConfig(budget=self.budget, window_size=4, lookahead_tokens=self.lookahead,
-                              allocation=self.allocation)
+                              allocation=self.allocation, layer_profile=profile)
         return dict(method=self.method, config=config, max_new_tokens=self.max_new_tokens, stop=self.stop)
 
 
 @st.composite
 def specs(draw) -> Spec:
     method = draw(st.sampled_from(["speckv", "speckv", "snapkv", "full", "streamingllm"]))
-    allocation = "uniform" if method == "streamingllm" else draw(st.sampled_from(["uniform", "uniform", "global"]))
+    allocation = "uniform" if method == "streamingllm" else draw(st.sampled_from(["uniform", "uniform", "global", "profile"]))
     return Spec(
         prompt=draw(st.integers(0, len(PROMPTS) - 1)),
         method=method,
@@ -256,6 +260,7 @@ def test_random_schedules_answer_as_alone(tiny_model_factory, tmp_path, arch, ma
     engine = DraftApproxEngine(folder, folder, device="cpu", dtype="float32", max_batch_size=max_batch_size).load()
     engine._loop.idle_seconds = 0.2  # so that "the loop thread is gone" is checked quickly
     ServingSchedule.engine = engine
+    Spec.layer_profile = tuple(float(i + 1) for i in range(full_attention_layers(engine.target.model)))
     # The reference reads its own copy of the weights: what it runs alone never shares a forward's model with
     # the schedule (two engines over one set of weights are tested in tests/unit/engine/test_shared_weights.py).
     copy = shutil.copytree(folder, tmp_path / "reference")

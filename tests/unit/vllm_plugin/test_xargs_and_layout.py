@@ -39,7 +39,8 @@ def test_bad_arguments_are_refused(bad):
         read_speckv_args(bad)
 
 
-@pytest.mark.parametrize("config", [SpecKVConfig(allocation="global"), SpecKVConfig(coverage=0.6)])
+@pytest.mark.parametrize("config", [SpecKVConfig(allocation="global"), SpecKVConfig(allocation="profile"),
+                                    SpecKVConfig(coverage=0.6)])
 def test_per_layer_budgets_cannot_be_sent(config):
     with pytest.raises(ConfigError, match="uniform"):
         speckv_xargs([1], 64, config)

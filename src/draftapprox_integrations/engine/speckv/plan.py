@@ -11,6 +11,7 @@ from ..config import METHODS, SpecKVConfig, SpecPCConfig, check_generation_metho
 from ..constraints import CompiledConstraint, ToolCalls, check_constraint
 from ..decoding import check_stop
 from ..grammar import prepare_grammar
+from ..layer_profiles import full_attention_layers, layer_shares
 from ..sampling import check_sampling
 from ..errors import ConfigError, ContextLengthError, EngineUsageError
 from ..prompts import Messages, Prompt, encode_prompt, eos_token_ids, normalize_messages, with_tools
@@ -111,10 +112,10 @@ def check_options(
     if method == "streamingllm" and cfg.coverage is not None:
         raise ConfigError("coverage needs attention scores; method='streamingllm' keeps sinks and recent tokens: "
                           "give it a budget instead")
-    if method == "streamingllm" and cfg.allocation != "uniform":
+    if method == "streamingllm" and cfg.allocation in ("global", "profile"):
         # StreamingLLM keeps sinks + the most recent tokens in every layer: no scores to share a budget by.
-        raise ConfigError("allocation='global' needs attention scores; method='streamingllm' keeps the same "
-                          "positions in every layer: use allocation='uniform' (the default) with it")
+        raise ConfigError(f"allocation={cfg.allocation!r} splits the budget by attention scores; method='streamingllm' "
+                          "keeps the same positions in every layer: use allocation='uniform' or 'auto' with it")
     if rate is None:
         _check_sinks(method, cfg)
     check_sampling(temperature, top_p, max_new_tokens)
@@ -217,6 +218,8 @@ def tokenize_plan(plan: GenerationPlan, target) -> GenerationPlan:
         raise ConfigError("the prompt encodes to no tokens")
     if plan.constraint is not None:  # compiled for the target's tokenizer now, in the caller's thread
         prepare_grammar(plan.constraint, target.tokenizer, logits_size(target.model), eos_token_ids(target))
+    if plan.method != "full":  # a layer profile must fit the target (ConfigError before any model work)
+        layer_shares(plan.config.allocation, plan.config.layer_profile, target.model, full_attention_layers(target.model))
     if not plan.budget_after_cut:
         plan = resolve_rate(plan, len(ids))
     overflows = len(ids) + plan.max_new_tokens > target.context_length

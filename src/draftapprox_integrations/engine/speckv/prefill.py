@@ -24,9 +24,10 @@ from ..config import SpecKVConfig
 from ..errors import ConfigError
 from .cache import CompressedPrefill, cache_bytes, cut_full_layer, cut_prefill, recording_cache
 from ..scoring import pool1d
+from ..layer_profiles import layer_shares
 from .selection import (
     GLOBAL_CAP, attention_mass, combine_records, coverage_count, layer_counts, observation_key_scores,
-    select_all_layers, streaming_indices, top_with_tail,
+    profile_counts, streaming_indices, top_with_tail,
 )
 
 PREFILL_METHODS = ("full", "snapkv", "speckv", "streamingllm")
@@ -62,41 +63,65 @@ def layer_scores(records: dict, layer: int, config: SpecKVConfig, skip: int = 0)
     return combine_records(records[layer][skip:], config.reduction)
 
 
-def selected_count(records: dict, layer: int, *, budget: int, tail: int, config: SpecKVConfig, skip: int = 0) -> int:
-    """Keys layer ``layer`` selects besides the tail: ``budget - tail``, or under ``config.coverage`` what its
-    recorded attention mass needs (``selection.coverage_count``)."""
+def scores_decide_counts(config: SpecKVConfig) -> bool:
+    """Whether a layer's count is known only once every layer is scored (the global allocation, a coverage):
+    a layer cut during the forward then holds more than its final count (``held_count``)."""
+    return config.coverage is not None or config.allocation == "global"
+
+
+def fixed_counts(config: SpecKVConfig, model, layers: Sequence[int], *, budget: int, tail: int, width: int) -> dict | None:
+    """Keys each of ``layers`` selects besides the tail when that is known before any score: ``budget - tail``
+    in every layer (uniform), or a layer profile's split of that total (``engine.layer_profiles``). None when
+    the scores decide (the global allocation, a coverage): :func:`final_counts` once every layer is scored."""
+    if scores_decide_counts(config):
+        return None
+    shares = layer_shares(config.allocation, config.layer_profile, model, len(layers))
+    n = budget - tail
+    if shares is None:
+        return dict.fromkeys(layers, n)
+    return dict(zip(layers, profile_counts(shares, n, width)))
+
+
+def held_count(config: SpecKVConfig, fixed: dict | None, layer: int, *, budget: int, tail: int) -> int:
+    """Keys layer ``layer`` holds when it is cut during the forward (layer-wise eviction): its final count
+    when known, else the most it can end with (the global allocation's ``GLOBAL_CAP`` x the mean, a
+    coverage's ``budget``); :func:`trim_held` then cuts it to its final count (a subset of these)."""
+    if fixed is not None:
+        return fixed[layer]
+    return (budget - tail) * (GLOBAL_CAP if config.allocation == "global" else 1)
+
+
+def final_counts(records: dict, pooled: dict, *, budget: int, tail: int, config: SpecKVConfig, skip: int = 0) -> dict:
+    """Keys each layer selects once every layer is scored: the global allocation's split of ``pooled``, or a
+    coverage's self-sized count (``selection.coverage_count`` per layer from the recorded attention mass,
+    their mean given to every layer, between ``coverage_floor`` and ``budget`` besides the tail)."""
+    layers = sorted(pooled)
     if config.coverage is None:
-        return budget - tail
-    mass = sum(r[2] for r in records[layer][skip:])
-    return coverage_count(mass, tail=tail, coverage=config.coverage, floor=config.coverage_floor, most=budget - tail,
-                          sinks=config.sink_tokens)
+        return dict(zip(layers, layer_counts([pooled[i] for i in layers], budget - tail, "global")))
+    most = budget - tail
+    counts = [coverage_count(sum(r[2] for r in records[i][skip:]), tail=tail, coverage=config.coverage,
+                             floor=config.coverage_floor, most=most, sinks=config.sink_tokens) for i in layers]
+    return dict.fromkeys(layers, min(max(round(sum(counts) / len(counts)), config.coverage_floor), most))
 
 
 def kept_of_layers(
-    records: dict, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, skip: int = 0
+    records: dict, model, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, skip: int = 0
 ) -> dict:
     """Every layer's kept prompt positions, once all of ``layers`` have been scored. Scores over more keys
     than ``prompt_len - tail`` (captured for a shorter tail) are cut to those."""
-    counts = None
-    if config.coverage is not None:
-        counts = {i: selected_count(records, i, budget=budget, tail=tail, config=config, skip=skip) for i in layers}
-    return select_all_layers(
-        {i: layer_scores(records, i, config, skip)[..., : prompt_len - tail] for i in layers}, prompt_len=prompt_len,
-        budget=budget, tail=tail, kernel_size=config.kernel_size, pooling=config.pooling,
-        allocation=config.allocation, counts=counts,
-    )
+    scores = {i: layer_scores(records, i, config, skip)[..., : prompt_len - tail] for i in layers}
+    pooled = {i: pool1d(s, config.kernel_size, config.pooling) for i, s in scores.items()}
+    counts = fixed_counts(config, model, layers, budget=budget, tail=tail, width=prompt_len - tail)
+    if counts is None:
+        counts = final_counts(records, pooled, budget=budget, tail=tail, config=config, skip=skip)
+    return {i: top_with_tail(pooled[i], counts[i], prompt_len, tail) for i in layers}
 
 
-def kept_of_layer(capture, layer: int, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig) -> torch.Tensor:
-    """Layer ``layer``'s kept prompt positions [B, Hkv, k] as soon as it is scored (layer-wise eviction).
-
-    Uniform allocation: its final selection. Global allocation: its best ``GLOBAL_CAP`` x the mean, since
-    the layer's share is known only when every layer is scored; :func:`trim_to` then cuts it to its share
-    (a subset of these, so nothing dropped is needed back)."""
-    n = selected_count(capture.records, layer, budget=budget, tail=tail, config=config)
-    cap = n if config.allocation == "uniform" else GLOBAL_CAP * n
+def kept_of_layer(capture, layer: int, held: int, *, prompt_len: int, tail: int, config: SpecKVConfig) -> torch.Tensor:
+    """Layer ``layer``'s best ``held`` keys and the tail, [B, Hkv, held + tail], as soon as it is scored
+    (layer-wise eviction; ``held_count``)."""
     pooled = pool1d(layer_scores(capture.records, layer, config), config.kernel_size, config.pooling)
-    return top_with_tail(pooled, cap, prompt_len, tail)
+    return top_with_tail(pooled, held, prompt_len, tail)
 
 
 def trim_to(layer, held: torch.Tensor, final: torch.Tensor) -> None:
@@ -191,26 +216,27 @@ def prefill_and_compress(
     if not evicting:
         for i in full_layers:
             remember(i)
-    if kept and config.allocation == "global":
+    if kept and scores_decide_counts(config):
         tail = kept_tail(config, window, bool(lookahead))
-        kept = _global_shares(capture, cache, kept, prompt_len=prompt_len, budget=budget, tail=tail,
-                              config=config, cut=evicted.cut)
+        kept = trim_held(capture, cache, kept, prompt_len=prompt_len, budget=budget, tail=tail,
+                         config=config, cut=evicted.cut)
     return cut_prefill(
         cache, out.logits[0, -1].float(), prompt_len, budget, kept, len(lookahead),
         already_cut=evicted.cut, peak_bytes=evicted.peak_bytes,
     )
 
 
-def _global_shares(capture, cache, held: dict, *, prompt_len, budget, tail, config, cut) -> dict:
-    """The global allocation, once every layer is scored: each layer's share of the selected keys, taken
-    among the ``GLOBAL_CAP`` x mean it holds (``kept_of_layer``); layers already cut are trimmed to it."""
+def trim_held(capture, cache, held: dict, *, prompt_len, budget, tail, config, cut) -> dict:
+    """The final selection once every layer is scored (``final_counts``), taken among the keys each layer
+    holds (``held_count``); layers already cut are trimmed to it."""
     layers = sorted(held)
-    pooled = [pool1d(layer_scores(capture.records, i, config), config.kernel_size, config.pooling) for i in layers]
+    pooled = {i: pool1d(layer_scores(capture.records, i, config), config.kernel_size, config.pooling) for i in layers}
+    counts = final_counts(capture.records, pooled, budget=budget, tail=tail, config=config)
     final = {}
-    for i, p, count in zip(layers, pooled, layer_counts(pooled, budget - tail, "global")):
+    for i in layers:
         chosen = held[i][..., : held[i].shape[-1] - tail]  # sorted: the tail is the last positions
-        only_held = torch.full_like(p, float("-inf")).scatter(-1, chosen, p.gather(-1, chosen))
-        final[i] = top_with_tail(only_held, count, prompt_len, tail)
+        only_held = torch.full_like(pooled[i], float("-inf")).scatter(-1, chosen, pooled[i].gather(-1, chosen))
+        final[i] = top_with_tail(only_held, counts[i], prompt_len, tail)
         if i in cut:
             trim_to(cache.layers[i], held[i], final[i])
     return final
@@ -223,9 +249,11 @@ def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, c
         queries = window + n_look if config.score_window or not n_look else n_look
         tail = kept_tail(config, window, n_look > 0)
         capture = key_capture(model, layers, prompt_len=prompt_len, tail=tail, queries=queries, config=config)
+        fixed = fixed_counts(config, model, layers, budget=budget, tail=tail, width=prompt_len - tail)
 
         def scored(i: int):
-            return kept_of_layer(capture, i, prompt_len=prompt_len, budget=budget, tail=tail, config=config)
+            held = held_count(config, fixed, i, budget=budget, tail=tail)
+            return kept_of_layer(capture, i, held, prompt_len=prompt_len, tail=tail, config=config)
 
         return scored, capture
     if method == "streamingllm" and budget < prompt_len:

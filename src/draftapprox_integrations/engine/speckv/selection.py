@@ -52,7 +52,7 @@ def layer_counts(
     the same bytes, moved to the layers whose attention is spread over more keys.
     """
     layers = len(pooled)
-    if allocation == "uniform" or layers == 0 or n <= 0:
+    if allocation != "global" or layers == 0 or n <= 0:  # a layer profile's counts come from profile_counts
         return [n] * layers
     width = pooled[0].shape[-1]
     normed = torch.stack([p.float() / p.float().sum(dim=-1, keepdim=True).clamp_min(1e-12) for p in pooled])
@@ -63,6 +63,24 @@ def layer_counts(
     most = width if cap is None else min(cap * n, width)
     raw = [min(r * n * layers / sum(raw), most) for r in raw]
     return round_to_total(raw, min(n * layers, width * layers))
+
+
+def profile_counts(shares: Sequence[float], n: int, width: int) -> list[int]:
+    """Selected keys per layer for a mean of ``n`` per layer split by ``shares`` (summing to 1): the same
+    total as ``n`` in every layer, no layer above ``width`` (the keys it can choose from); what a full layer
+    cannot hold goes to the others by their shares."""
+    layers = len(shares)
+    total = min(max(n, 0) * layers, width * layers)
+    raw, capped = [0.0] * layers, set()
+    while True:
+        left = total - width * len(capped)
+        free = sum(s for j, s in enumerate(shares) if j not in capped) or 1.0
+        raw = [width if j in capped else left * s / free for j, s in enumerate(shares)]
+        over = {j for j, r in enumerate(raw) if r > width} - capped
+        if not over:
+            break
+        capped |= over
+    return [min(c, width) for c in round_to_total(raw, total)]
 
 
 def round_to_total(values: Sequence[float], total: int) -> list[int]:
