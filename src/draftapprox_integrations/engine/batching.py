@@ -66,11 +66,13 @@ class DecodeBatch:
     each row's next token (host ints); ``remove(keep)`` keeps only the rows at ``keep``.
     """
 
-    def __init__(self, model, kinds: tuple[LayerKind, ...], *, entries: int, device, max_slots: int = 8, slots: int = 1,
-                 graphs=None) -> None:
+    def __init__(self, model, kinds: tuple[LayerKind, ...], *, entries: int | Sequence[int], device, max_slots: int = 8,
+                 slots: int = 1, graphs=None) -> None:
         self.model = model
         self.kinds = kinds
-        self.entry_class = bucket(entries)  # rows of about this many entries share this batch
+        per_layer = [entries] * len(kinds) if isinstance(entries, int) else list(entries)
+        # rows of about this many entries (in their largest full layer) share this batch
+        self.entry_class = bucket(max(self._full(per_layer)))
         self.max_slots = max_slots
         self.device = torch.device(device)
         self.graphs = graphs  # a graphs.GraphedSteps, or None: every step runs eagerly
@@ -84,12 +86,12 @@ class DecodeBatch:
         # ``slots``: the rows expected to join soon (the loop knows how many requests are starting): the store
         # is made that wide at once, since growing it later copies every buffer (twice the memory meanwhile).
         slots = max(1, min(slots, max_slots))
-        self.store = SlotStore(kinds, slots=slots, capacity=bucket(entries + 1), device=self.device)
+        self.store = SlotStore(kinds, slots=slots, capacities=[bucket(n + 1) for n in per_layer], device=self.device)
         self._state_for(slots)
 
     @classmethod
     def for_cache(cls, model, cache, **kwargs) -> DecodeBatch:
-        return cls(model, layer_kinds(cache), entries=row_size(cache), device=cache.layers[0].keys.device, **kwargs)
+        return cls(model, layer_kinds(cache), entries=entries_per_layer(cache), device=cache.layers[0].keys.device, **kwargs)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -110,7 +112,7 @@ class DecodeBatch:
         written = [min(n, kind.window - 1) if kind.window else n
                    for n, kind in zip(entries_per_layer(joining.cache), self.kinds)]
         headroom = max(1, min(joining.headroom, HEADROOM))
-        self._ensure(slots=slot + 1, capacity=max(self._full(written)) + headroom)
+        self._ensure(slots=slot + 1, entries=[w + headroom for w in written], grow=1)
         self.store.write_row(slot, joining.cache)
         temperature, top_p, keys = rule_tensors([joining.rule], self.device)
         values = torch.tensor([joining.token, joining.position, joining.sampled, 1], dtype=torch.int64)
@@ -171,7 +173,7 @@ class DecodeBatch:
         token sampled on the device; returns them (the step's one read to the host)."""
         rows = len(self.rows)
         self._written = [[w + 1 for w in written] for written in self._written]
-        self._ensure(slots=rows, capacity=max(max(self._full(w)) for w in self._written))
+        self._ensure(slots=rows, entries=[max(layer) for layer in zip(*self._written)])
         randomized = any(not r.greedy for r in self._rules)
         nucleus = any(r.nucleus for r in self._rules)
         constrained = any(self._masked)
@@ -212,15 +214,18 @@ class DecodeBatch:
     def _full(self, written: list[int]) -> list[int]:
         return [w for w, kind in zip(written, self.kinds) if kind.window is None] or [0]
 
-    def _ensure(self, *, slots: int, capacity: int) -> None:
-        """Grow the store (and the per-row state) to hold ``slots`` rows of ``capacity`` entries."""
+    def _ensure(self, *, slots: int, entries: Sequence[int], grow: float = 1.5) -> None:
+        """Grow the store (and the per-row state) to hold ``slots`` rows of ``entries`` per layer: a full
+        layer that is short grows to what is asked or by ``grow`` (a joining row asks for its headroom at
+        once; a decoding one for one more entry, so it grows by half); the other layers keep their size."""
         grow_slots = slots > self.store.slots
-        grow_capacity = capacity > self.store.capacity
-        if not (grow_slots or grow_capacity):
+        short = [kind.window is None and n > c for n, c, kind in zip(entries, self.store.capacities, self.kinds)]
+        if not (grow_slots or any(short)):
             return
         new_slots = min(max(self.store.slots * 2, slots), max(self.max_slots, slots)) if grow_slots else None
-        new_capacity = bucket(max(capacity, self.store.capacity * 3 // 2)) if grow_capacity else None
-        self.store = self.store.resized(slots=new_slots, capacity=new_capacity)
+        capacities = [bucket(max(n, int(c * grow))) if is_short else c
+                      for n, c, is_short in zip(entries, self.store.capacities, short)]
+        self.store = self.store.resized(slots=new_slots, capacities=capacities)
         if grow_slots:
             self._state_for(self.store.slots)
         if self.graphs is not None:

@@ -5,7 +5,7 @@ costing the host a few microseconds: on a GPU that makes an eager step launch-bo
 the weights and the cache costs. A compressed cache has a fixed size per layer and every buffer of a
 :class:`~draftapprox_integrations.engine.batching.DecodeBatch` (slots, lengths, tokens, positions, sampling
 rules, token bitmasks) stays at one address, so the whole step (forward, masks, sampling, the in-place state update) is
-captured once per shape and replayed: the shape is (rows rounded up to a power of two, the store's capacity,
+captured once per shape and replayed: the shape is (rows rounded up to a power of two, the store's per-layer capacities,
 which sampling path, masked or not), captured after its first few eager steps. Rows beyond the live ones are dead slots: their length stays 0 and nothing reads them.
 
 Capturing runs the step twice first (kernels and allocator warm), on the batch's real buffers: the writes
@@ -56,7 +56,7 @@ class GraphedSteps:
 
     def run(self, batch, rows: int, randomized: bool, nucleus: bool, constrained: bool = False) -> None:
         width = _rows_bucket(rows, batch.store.slots)
-        key = (width, batch.store.slots, batch.store.capacity, randomized, nucleus, constrained)
+        key = (width, batch.store.slots, batch.store.capacities, randomized, nucleus, constrained)
         graph = self._graphs.get(key)
         if graph is None:
             self._seen[key] = self._seen.get(key, 0) + 1

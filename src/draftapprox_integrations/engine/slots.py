@@ -20,6 +20,7 @@ the tokens seen (capped by the ring) of a sliding one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -70,27 +71,39 @@ def row_size(cache) -> int:
 
 class SlotStore:
     """The buffers of one decode batch: per layer ``[slots, kv_heads, capacity or window, head_dim]`` keys and
-    values, and ``lengths`` ``[layers, slots]`` (int64, on the device)."""
+    values, and ``lengths`` ``[layers, slots]`` (int64, on the device).
 
-    def __init__(self, kinds: tuple[LayerKind, ...], *, slots: int, capacity: int, device) -> None:
+    ``capacities`` has one entry per layer (a sliding layer's is unused: its ring is its window): rows whose
+    layers keep different counts (a layer profile, the global allocation) pay for each layer's own size, not
+    for the largest layer in every layer."""
+
+    def __init__(self, kinds: tuple[LayerKind, ...], *, slots: int, capacities: Sequence[int], device) -> None:
         self.kinds = kinds
         self.device = torch.device(device)
-        self.slots, self.capacity = slots, capacity
+        self.slots = slots
+        self.capacities = tuple(int(c) for c in capacities)
+        if len(self.capacities) != len(kinds):
+            raise ValueError(f"{len(self.capacities)} capacities for {len(kinds)} layers")
         self.keys, self.values = [], []
-        for kind in kinds:
+        for kind, capacity in zip(kinds, self.capacities):
             size = kind.window if kind.window else capacity
             shape = (slots, kind.kv_heads, size, kind.head_dim)
             self.keys.append(torch.zeros(shape, dtype=kind.dtype, device=self.device))
             self.values.append(torch.zeros(shape, dtype=kind.dtype, device=self.device))
         self.lengths = torch.zeros(len(kinds), slots, dtype=torch.int64, device=self.device)
 
-    def resized(self, *, slots: int | None = None, capacity: int | None = None) -> SlotStore:
+    @property
+    def capacity(self) -> int:
+        """The largest full-attention layer's capacity (0 when every layer slides)."""
+        return max((c for c, kind in zip(self.capacities, self.kinds) if kind.window is None), default=0)
+
+    def resized(self, *, slots: int | None = None, capacities: Sequence[int] | None = None) -> SlotStore:
         """A larger store holding the same rows (new buffers: a captured graph of the old one is stale)."""
-        slots, capacity = slots or self.slots, capacity or self.capacity
-        out = SlotStore(self.kinds, slots=slots, capacity=capacity, device=self.device)
+        slots, capacities = slots or self.slots, tuple(capacities or self.capacities)
+        out = SlotStore(self.kinds, slots=slots, capacities=capacities, device=self.device)
         keep = min(slots, self.slots)
         for i, kind in enumerate(self.kinds):
-            size = kind.window if kind.window else min(capacity, self.capacity)
+            size = kind.window if kind.window else min(capacities[i], self.capacities[i])
             out.keys[i][:keep, :, :size] = self.keys[i][:keep, :, :size]
             out.values[i][:keep, :, :size] = self.values[i][:keep, :, :size]
         out.lengths[:, :keep] = self.lengths[:, :keep]

@@ -19,6 +19,7 @@ from draftapprox_integrations.engine.decoding import new_cache
 from draftapprox_integrations.engine.graphs import _rows_bucket, graphs_for
 from draftapprox_integrations.engine.prompts import encode_prompt, normalize_messages
 from draftapprox_integrations.engine.sampling import SamplingRule
+from draftapprox_integrations.engine.slots import bucket
 from draftapprox_integrations.engine.speckv import prefill_and_compress
 from tests.helpers import dynamic_greedy, words
 
@@ -48,6 +49,9 @@ def _dynamic_lookahead(model, ids, n):
         ("llama", "full", {}),
         ("llama", "speckv", {"allocation": "global"}),
         ("llama", "snapkv", {"allocation": "global"}),
+        ("llama", "speckv", {"allocation": "profile", "layer_profile": (1.0, 2.0, 3.0, 4.0)}),
+        ("llama", "speckv", {"coverage": 0.8, "coverage_floor": 4}),
+        ("gemma3_text", "speckv", {"allocation": "profile", "layer_profile": (1.0, 3.0)}),
         ("gemma3_text", "speckv", {}),
         ("gemma3_text", "snapkv", {}),
         ("gemma3_text", "full", {}),
@@ -72,6 +76,25 @@ def test_slot_decode_equals_dynamic_cache_decode(tiny_model_factory, arch, metho
     firsts = [next(s) for s in streams[:1]]  # the first row decodes before the others join
     got = [[c.token_id for c in firsts + list(streams[0])]] + [[c.token_id for c in s] for s in streams[1:]]
     assert [[t for t in row if t is not None] for row in got] == alone
+
+
+def test_each_layer_of_the_slot_store_is_sized_for_its_own_entries(tiny_model_factory):
+    """Under a layer profile each layer keeps its own count: the store gives each full layer the capacity
+    it needs (its entries and the row's headroom, in a size class), not the largest layer's everywhere."""
+    engine = _engine(tiny_model_factory, "llama", two_models=True)
+    target = engine.target
+    cfg = SpecKVConfig(budget=40, window_size=4, allocation="profile", layer_profile=(1.0, 2.0, 3.0, 6.0))
+    ids = encode_prompt(target, *normalize_messages(PROMPTS[0], False))
+    prefill = prefill_and_compress(target, ids, _dynamic_lookahead(engine.draft.model, ids, 5), method="speckv", config=cfg)
+    entries = [layer.keys.shape[-2] for layer in prefill.cache.layers]
+    assert entries == sorted(entries) and entries[0] < entries[-1] and sum(entries) == 40 * len(entries)
+    batch = DecodeBatch.for_cache(target.model, prefill.cache)
+    batch.add(0, Joining(prefill.cache, 11, len(ids), SamplingRule(), headroom=8))
+    assert list(batch.store.capacities) == [bucket(n + 8) for n in entries]
+    for _ in range(90):  # past the first layers' capacity: each grows when it must, the rows stay right
+        batch.step()
+    assert all(c >= n + 90 for c, n in zip(batch.store.capacities, entries))
+    assert batch.store.lengths[:, 0].tolist() == [n + 90 for n in entries]
 
 
 # -- one host read per step ------------------------------------------------------------------------------
