@@ -212,10 +212,12 @@ class SpecKVConfig(_ConfigMixin):
     answer's sources, and a 32-token window is half of a 64-entry budget; scoring with the lookahead alone
     and keeping only the last 8 tokens gave +14.9 points at 64 entries and +7.7 at 128 over the paper's rule
     there (tuning run 3). The held-out split (other seeds, 2k/4k/8k) reports them. ``allocation="global"``
-    won a further +7.2 points at 64 entries (none at 128) on the tuning split but stays opt-in: the
-    layer-wise prefill holds up to 3x the mean per layer until every layer is scored, and a decode slot is
-    as long as the request's longest layer (``engine.slots``: each layer masked to its own entries, so such
-    rows still share a batch with any other).
+    won a further +7.2 points at 64 entries (none at 128) on issue 14's tuning split but stays opt-in: the
+    layer-wise prefill holds up to 3x the mean per layer until every layer is scored, and every request has
+    its own per-layer shape. The default ``auto`` takes its gain without either cost where a profile is
+    known: on issue 23's held-out split (140 samples per length, seven families) SmolLM2's profile scored
+    +3.7 points over the uniform split at 64 entries (95% interval +1.9 to +5.6; 2k and 4k) and +0.5 at 128
+    (-0.8 to +1.9), at the same bytes (results/cpu/speckv-quality/round2/NOTES.md).
     """
 
     budget: int = 256
@@ -226,7 +228,7 @@ class SpecKVConfig(_ConfigMixin):
     lookahead_tokens: int | None = None
     sink_tokens: int = 4
     keep_last: int | None = 8
-    allocation: str = "uniform"
+    allocation: str = "auto"
     score_window: bool = False
     coverage: float | None = None
     coverage_floor: int = 16
