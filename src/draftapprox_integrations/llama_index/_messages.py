@@ -70,7 +70,7 @@ def _tool_calls(message: ChatMessage) -> list[dict[str, Any]]:
     return calls
 
 
-def _tool_spec(tool: Any) -> dict[str, Any]:
+def tool_spec(tool: Any) -> dict[str, Any]:
     """A LlamaIndex tool as the engine's {"name", "description", "parameters"}."""
     metadata = getattr(tool, "metadata", None)
     if metadata is None or not getattr(metadata, "name", None):
@@ -78,7 +78,7 @@ def _tool_spec(tool: Any) -> dict[str, Any]:
     return dict(metadata.to_openai_tool(skip_length_check=True)["function"])
 
 
-def _answer_message(text: str, options: dict[str, Any], stats) -> ChatMessage:
+def answer_message(text: str, options: dict[str, Any], stats) -> ChatMessage:
     """The assistant's message: its text, or under a tool constraint the call as a ToolCallBlock.
     IncompleteOutputError when max_tokens cut a constrained answer."""
     constraint = options.get("constraint")
@@ -93,6 +93,6 @@ def _answer_message(text: str, options: dict[str, Any], stats) -> ChatMessage:
     return ChatMessage(role=MessageRole.ASSISTANT, blocks=[block])
 
 
-def _info(result_stats, finish_reason: str) -> dict[str, Any]:
+def response_info(result_stats, finish_reason: str) -> dict[str, Any]:
     """additional_kwargs: finish reason, the shared token usage (prompt/completion/total) and the KV statistics."""
     return {"finish_reason": finish_reason, **asdict(token_usage(result_stats)), "speckv": result_stats.to_dict()}

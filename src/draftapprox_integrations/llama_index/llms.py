@@ -50,7 +50,7 @@ from ..engine.constraints import ToolCalls, check_constraint
 from ..engine.errors import DraftApproxError, InvalidInputError
 from ..engine.loading import ModelFacts, describe_model
 from ._messages import IncompleteOutputError  # noqa: F401 - raised by chat_with_tools; importable from here
-from ._messages import _answer_message, _info, _tool_spec, to_engine_messages
+from ._messages import answer_message, response_info, tool_spec, to_engine_messages
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +153,13 @@ class SpecKVLLM(SpecKVOptions, FunctionCallingLLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         (text, chat), options = self._prompt(prompt, formatted), self._kwargs(kwargs)
         result = self.get_engine().generate(text, chat=chat, **options)
-        return CompletionResponse(text=result.text, additional_kwargs=_info(result.stats, result.finish_reason))
+        return CompletionResponse(text=result.text, additional_kwargs=response_info(result.stats, result.finish_reason))
 
     def _completion_stream(self, prompt: tuple[Any, bool | None], options: dict[str, Any]):
         text = ""
         for piece in self.get_engine().stream(prompt[0], chat=prompt[1], **options):
             text += piece.text
-            extra = _info(piece.stats, piece.finish_reason or "length") if piece.stats is not None else {}
+            extra = response_info(piece.stats, piece.finish_reason or "length") if piece.stats is not None else {}
             yield CompletionResponse(text=text, delta=piece.text, additional_kwargs=extra)
 
     # The stream and async forms check their input on the calling thread, when called (not at the first
@@ -173,7 +173,7 @@ class SpecKVLLM(SpecKVOptions, FunctionCallingLLM):
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         (text, chat), options = self._prompt(prompt, formatted), self._kwargs(kwargs)
         result = await run_in_thread(self.get_engine().generate, text, chat=chat, **options)
-        return CompletionResponse(text=result.text, additional_kwargs=_info(result.stats, result.finish_reason))
+        return CompletionResponse(text=result.text, additional_kwargs=response_info(result.stats, result.finish_reason))
 
     @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
@@ -185,8 +185,8 @@ class SpecKVLLM(SpecKVOptions, FunctionCallingLLM):
     def _chat_response(self, messages: list[dict[str, str]], options: dict[str, Any]) -> ChatResponse:
         result = self.get_engine().generate(messages, chat=True, **options)
         return ChatResponse(
-            message=_answer_message(result.text, options, result.stats),
-            additional_kwargs=_info(result.stats, result.finish_reason),
+            message=answer_message(result.text, options, result.stats),
+            additional_kwargs=response_info(result.stats, result.finish_reason),
         )
 
     @llm_chat_callback()
@@ -206,8 +206,8 @@ class SpecKVLLM(SpecKVOptions, FunctionCallingLLM):
             if piece.stats is None:
                 yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=shown), delta=delta)
                 continue
-            yield ChatResponse(message=_answer_message(text, options, piece.stats), delta=delta,
-                               additional_kwargs=_info(piece.stats, piece.finish_reason or "length"))
+            yield ChatResponse(message=answer_message(text, options, piece.stats), delta=delta,
+                               additional_kwargs=response_info(piece.stats, piece.finish_reason or "length"))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
@@ -242,7 +242,7 @@ class SpecKVLLM(SpecKVOptions, FunctionCallingLLM):
         messages = list(chat_history or [])
         if user_msg is not None:
             messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg)
-        specs = [_tool_spec(tool) for tool in tools]
+        specs = [tool_spec(tool) for tool in tools]
         if not specs:
             return {"messages": messages, **kwargs}
         choice = engine_tool_choice(tool_choice if tool_choice is not None else ("required" if tool_required else "auto"),

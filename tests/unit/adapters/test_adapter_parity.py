@@ -181,11 +181,11 @@ def test_one_role_table_for_both_frameworks():
 def test_one_usage_count_in_each_framework_format():
     from draftapprox_integrations.engine.speckv import GenerationStats
     from draftapprox_integrations.langchain._speckv_params import usage_from_stats
-    from draftapprox_integrations.llama_index.llms import _info
+    from draftapprox_integrations.llama_index._messages import response_info
 
     stats = GenerationStats(method="snapkv", prompt_tokens=40, completion_tokens=7)
     assert usage_from_stats(stats) == {"input_tokens": 40, "output_tokens": 7, "total_tokens": 47}
-    info = _info(stats, "length")
+    info = response_info(stats, "length")
     assert (info["prompt_tokens"], info["completion_tokens"], info["total_tokens"]) == (40, 7, 47)
 
 
