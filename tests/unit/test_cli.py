@@ -269,6 +269,10 @@ def test_generate_selection_options_reach_the_engine(capsys, model):
     assert moved["kv_bytes_kept"] == uniform["kv_bytes_kept"] < uniform["kv_bytes_full"]
     code, _, err = _run(capsys, *argv, "--allocation", "pyramid")
     assert code == EXIT_USAGE and "invalid choice" in err
+    code, _, err = _run(capsys, *argv, "--keep-last", "2", "--allocation", "auto", "--no-score-window")
+    assert code == 0 and json.loads(err)["kv_bytes_kept"] == uniform["kv_bytes_kept"]  # no profile for a tiny model
+    code, _, err = _run(capsys, *argv, "--allocation", "profile")
+    assert code != 0 and "no layer profile is known" in err
 
 
 def test_sweep_kv_writes_a_row_per_candidate_and_renders(capsys, model, tmp_path):
