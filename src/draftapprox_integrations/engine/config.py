@@ -182,7 +182,8 @@ class SpecKVConfig(_ConfigMixin):
     ``budget`` in every layer. ``global``: per request, one threshold over every layer's normalised scores
     (Ada-KV / PyramidKV's idea). ``profile``: fixed shares per layer learned offline for the model
     (``engine.layer_profiles``: the global allocation averaged over a tuning split), the same for every request.
-    ``auto``: the model's profile when one is known (SmolLM2-135M), else uniform.
+    ``auto``: the model's profile when one is known (SmolLM2-135M) and a lookahead scores (SpecKV), else
+    uniform (SnapKV stays the published baseline).
     layer_profile: the shares ``profile``/``auto`` use instead of the model's: a name of
     ``engine.layer_profiles.LAYER_PROFILES`` or a tuple with one share per full-attention layer (normalised).
     kernel_size / pooling: odd 1-D smoothing of key scores before top-k.

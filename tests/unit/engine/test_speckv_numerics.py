@@ -495,6 +495,31 @@ def test_issue14_options_agree_across_the_three_prefill_routes(tiny_model_factor
         assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
+def test_auto_takes_the_models_profile_for_speckv_and_keeps_snapkv_uniform(tiny_model_factory, monkeypatch):
+    """allocation="auto" (the default): a model with a known profile gets it when a lookahead scores; SnapKV
+    (no lookahead) keeps the same count in every layer unless the profile is asked for."""
+    from draftapprox_integrations.engine import layer_profiles
+
+    loaded = _engine(tiny_model_factory("llama")).target
+    monkeypatch.setitem(layer_profiles.LAYER_PROFILES, "tiny", tuple(s / sum(PROFILE) for s in PROFILE))
+    monkeypatch.setitem(layer_profiles.MODEL_PROFILES, layer_profiles.model_shape(loaded.model), "tiny")
+    prompt_ids = encode_prompt(loaded, *normalize_messages(PROMPT, None))
+    look = encode_prompt(loaded, *normalize_messages("the blue key is under the mat", None))[:6]
+    base = SpecKVConfig(budget=16, window_size=4)
+    assert base.allocation == "auto"
+
+    def sizes(method, cfg, lookahead=()):
+        kept = prefill_and_compress(loaded, prompt_ids, lookahead, method=method, config=cfg).kept_indices
+        return [k.shape[-1] for k in kept.values()]
+
+    profiled = sizes("speckv", base, look)
+    assert len(set(profiled)) > 1 and sum(profiled) == 16 * len(profiled)
+    assert profiled == sizes("speckv", base.replace(allocation="profile"), look)
+    assert sizes("snapkv", base) == [16] * len(profiled)
+    assert len(set(sizes("snapkv", base.replace(allocation="profile")))) > 1
+    assert sizes("speckv", base.replace(allocation="uniform"), look) == [16] * len(profiled)
+
+
 def test_a_layer_profile_is_checked_against_the_model_before_any_forward(tiny_model_factory):
     engine = _engine(tiny_model_factory("llama"))
     for cfg, match in ((SpecKVConfig(budget=16, window_size=4, allocation="profile"), "no layer profile is known"),
@@ -509,7 +534,7 @@ def test_a_layer_profile_is_checked_against_the_model_before_any_forward(tiny_mo
         with pytest.raises(ConfigError, match="layer_profile"):
             SpecKVConfig(allocation="profile", layer_profile=bad)
     with pytest.raises(ConfigError, match="applies to allocation='profile' or 'auto'"):
-        SpecKVConfig(layer_profile=(1.0, 2.0))
+        SpecKVConfig(allocation="uniform", layer_profile=(1.0, 2.0))
 
 
 def test_score_window_off_scores_with_the_lookahead_only(tiny_model_factory):

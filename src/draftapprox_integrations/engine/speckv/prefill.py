@@ -69,13 +69,19 @@ def scores_decide_counts(config: SpecKVConfig) -> bool:
     return config.coverage is not None or config.allocation == "global"
 
 
-def fixed_counts(config: SpecKVConfig, model, layers: Sequence[int], *, budget: int, tail: int, width: int) -> dict | None:
+def fixed_counts(
+    config: SpecKVConfig, model, layers: Sequence[int], *, budget: int, tail: int, width: int, lookahead: bool
+) -> dict | None:
     """Keys each of ``layers`` selects besides the tail when that is known before any score: ``budget - tail``
     in every layer (uniform), or a layer profile's split of that total (``engine.layer_profiles``). None when
-    the scores decide (the global allocation, a coverage): :func:`final_counts` once every layer is scored."""
+    the scores decide (the global allocation, a coverage): :func:`final_counts` once every layer is scored.
+
+    ``allocation="auto"`` takes the profile only when a lookahead scores (SpecKV): a profile is learned from
+    the lookahead's allocation, and SnapKV stays the published baseline (the same count in every layer)."""
     if scores_decide_counts(config):
         return None
-    shares = layer_shares(config.allocation, config.layer_profile, model, len(layers))
+    allocation = config.allocation if lookahead or config.allocation != "auto" else "uniform"
+    shares = layer_shares(allocation, config.layer_profile, model, len(layers))
     n = budget - tail
     if shares is None:
         return dict.fromkeys(layers, n)
@@ -105,13 +111,15 @@ def final_counts(records: dict, pooled: dict, *, budget: int, tail: int, config:
 
 
 def kept_of_layers(
-    records: dict, model, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, skip: int = 0
+    records: dict, model, layers, *, prompt_len: int, budget: int, tail: int, config: SpecKVConfig, lookahead: bool,
+    skip: int = 0,
 ) -> dict:
-    """Every layer's kept prompt positions, once all of ``layers`` have been scored. Scores over more keys
-    than ``prompt_len - tail`` (captured for a shorter tail) are cut to those."""
+    """Every layer's kept prompt positions, once all of ``layers`` have been scored (``lookahead``: whether a
+    lookahead's queries scored them). Scores over more keys than ``prompt_len - tail`` (captured for a shorter
+    tail) are cut to those."""
     scores = {i: layer_scores(records, i, config, skip)[..., : prompt_len - tail] for i in layers}
     pooled = {i: pool1d(s, config.kernel_size, config.pooling) for i, s in scores.items()}
-    counts = fixed_counts(config, model, layers, budget=budget, tail=tail, width=prompt_len - tail)
+    counts = fixed_counts(config, model, layers, budget=budget, tail=tail, width=prompt_len - tail, lookahead=lookahead)
     if counts is None:
         counts = final_counts(records, pooled, budget=budget, tail=tail, config=config, skip=skip)
     return {i: top_with_tail(pooled[i], counts[i], prompt_len, tail) for i in layers}
@@ -249,7 +257,7 @@ def _chooser(model, cache, layers, method, budget, prompt_len, window, n_look, c
         queries = window + n_look if config.score_window or not n_look else n_look
         tail = kept_tail(config, window, n_look > 0)
         capture = key_capture(model, layers, prompt_len=prompt_len, tail=tail, queries=queries, config=config)
-        fixed = fixed_counts(config, model, layers, budget=budget, tail=tail, width=prompt_len - tail)
+        fixed = fixed_counts(config, model, layers, budget=budget, tail=tail, width=prompt_len - tail, lookahead=n_look > 0)
 
         def scored(i: int):
             held = held_count(config, fixed, i, budget=budget, tail=tail)

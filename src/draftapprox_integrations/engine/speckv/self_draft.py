@@ -72,7 +72,7 @@ def self_draft_steps(
         # records[i][0] is the prompt's forward (the window's queries), then the lookahead's forward.
         skip = 0 if config.score_window or not look.token_ids else 1
         kept = kept_of_layers(records, model, full_layers, prompt_len=prompt_len, budget=budget, config=config, skip=skip,
-                              tail=kept_tail(config, window, bool(look.token_ids)))
+                              tail=kept_tail(config, window, bool(look.token_ids)), lookahead=bool(look.token_ids))
     prefill = cut_prefill(
         cache, first_logits, prompt_len, budget, kept, len(look.token_ids),
         lookahead_seconds=synced_clock(device) - started,
