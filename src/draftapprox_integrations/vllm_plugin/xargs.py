@@ -55,7 +55,8 @@ def read_speckv_args(extra_args: dict[str, Any] | None) -> SpecKVArgs | None:
     unknown = set(overrides) - set(_SERVER_FIELDS)
     if unknown:
         raise ConfigError(f"{CONFIG}: fields the server cannot apply: {sorted(unknown)}")
-    config = SpecKVConfig(budget=int(extra_args[BUDGET]), **overrides)
+    # The server keeps the same count in every layer: the config says so (the client's "auto" means that here).
+    config = SpecKVConfig(budget=int(extra_args[BUDGET]), allocation="uniform", **overrides)
     return SpecKVArgs(config=config, answer_ids=tuple(answer))
 
 

@@ -17,7 +17,7 @@ def test_xargs_round_trip_with_engine_defaults():
     assert args == {BUDGET: 128, ANSWER: [5, 6, 7]}  # defaults are not sent
     read = read_speckv_args(json.loads(json.dumps(args)))  # what arrives after the JSON body
     assert read.answer_ids == (5, 6, 7)
-    assert read.config == SpecKVConfig(budget=128)
+    assert read.config == SpecKVConfig(budget=128, allocation="uniform")  # the server's split, whatever the client's
 
 
 def test_xargs_carry_changed_selection_settings():
