@@ -34,7 +34,7 @@ from ..engine.layer_profiles import LAYER_PROFILES
 from ..engine.speckv.selection import coverage_count, layer_counts, profile_counts, round_to_total, select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
 
-DEFAULT = SpecKVConfig(keep_last=None, score_window=True)  # the options the Options-based candidates start from
+DEFAULT = SpecKVConfig(keep_last=None, score_window=True, allocation="uniform")  # where Options-based candidates start
 
 
 def kv_head_scores(s: HeadScores, kv_heads: int, *, reduction: str = "max", queries: str = "all") -> torch.Tensor:

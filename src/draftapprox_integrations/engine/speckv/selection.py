@@ -104,14 +104,14 @@ def top_with_tail(pooled: torch.Tensor, n: int, prompt_len: int, tail: int) -> t
 
 def select_all_layers(
     scores: dict[int, torch.Tensor], *, prompt_len: int, budget: int, tail: int, kernel_size: int, pooling: str,
-    allocation: str, counts: dict[int, int] | None = None,
+    allocation: str,
 ) -> dict[int, torch.Tensor]:
     """Every layer's kept positions from its [B, Hkv, prompt_len - tail] key scores: pooled, the budget's
-    selected keys split by ``allocation`` (see :func:`layer_counts`) or ``counts`` per layer (a self-sizing
-    budget, :func:`coverage_count`), plus the last ``tail`` tokens."""
+    selected keys split by ``allocation`` (uniform or global, :func:`layer_counts`), plus the last ``tail``
+    tokens. (The engine's prefill adds the layer profile and the coverage: ``prefill.kept_of_layers``.)"""
     layers = sorted(scores)
     pooled = [pool1d(scores[i], kernel_size, pooling) for i in layers]
-    chosen = [counts[i] for i in layers] if counts is not None else layer_counts(pooled, budget - tail, allocation)
+    chosen = layer_counts(pooled, budget - tail, allocation)
     return {i: top_with_tail(p, c, prompt_len, tail) for i, p, c in zip(layers, pooled, chosen)}
 
 
