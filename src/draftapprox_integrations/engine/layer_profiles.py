@@ -98,7 +98,13 @@ def layer_shares(allocation: str, profile, model, layers: int) -> tuple[float, .
             "allocation='profile': no layer profile is known for this model; pass layer_profile=(shares per layer) "
             "(draftapprox sweep-kv --learn-profile learns one) or use allocation='uniform'"
         )
-    shares = LAYER_PROFILES[name] if isinstance(name, str) else tuple(float(s) for s in name)
+    return profile_shares(name, layers)
+
+
+def profile_shares(profile, layers: int) -> tuple[float, ...]:
+    """A profile (a name of :data:`LAYER_PROFILES` or shares, checked by :func:`check_profile`) as shares
+    summing to 1 for ``layers`` full-attention layers; ConfigError when its length is not ``layers``."""
+    shares = LAYER_PROFILES[profile] if isinstance(profile, str) else tuple(float(s) for s in profile)
     if len(shares) != layers:
         raise ConfigError(f"the layer profile has {len(shares)} layers; the model has {layers} full-attention layers")
     total = sum(shares)

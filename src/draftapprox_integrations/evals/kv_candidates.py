@@ -27,10 +27,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..engine.config import SpecKVConfig
-from ..engine.errors import ConfigError
 from ..engine.scoring import pool1d
 from ..engine.speckv.prefill import kept_tail
-from ..engine.layer_profiles import LAYER_PROFILES
+from ..engine.layer_profiles import LAYER_PROFILES, profile_shares
 from ..engine.speckv.selection import coverage_count, layer_counts, profile_counts, round_to_total, select_all_layers
 from .kv_sweep import Candidate, HeadScores, Kept, Observation
 
@@ -193,10 +192,7 @@ def _layer_counts(pooled: dict[int, torch.Tensor], n: int, o: Options) -> dict[i
     layers = sorted(pooled)
     if o.profile is not None:  # the engine's split (allocation="profile"); before 4k's held-out rows were done the
         # sweep rounded the unnormalised shares (sum 1.0001), which moved one entry between two layers at 128
-        shares = LAYER_PROFILES[o.profile]
-        if len(shares) != len(layers):
-            raise ConfigError(f"layer profile {o.profile!r} has {len(shares)} layers; the model has {len(layers)}")
-        counts = profile_counts([s / sum(shares) for s in shares], n, pooled[layers[0]].shape[-1])
+        counts = profile_counts(profile_shares(o.profile, len(layers)), n, pooled[layers[0]].shape[-1])
         return dict(zip(layers, counts))
     if o.allocation == "pyramid":  # PyramidKV: 1.5x the mean at the bottom to 0.5x at the top
         width = pooled[layers[0]].shape[-1]

@@ -71,7 +71,7 @@ def profile_counts(shares: Sequence[float], n: int, width: int) -> list[int]:
     cannot hold goes to the others by their shares."""
     layers = len(shares)
     total = min(max(n, 0) * layers, width * layers)
-    raw, capped = [0.0] * layers, set()
+    capped: set[int] = set()  # layers held at ``width``; the rest share what is left by their shares
     while True:
         left = total - width * len(capped)
         free = sum(s for j, s in enumerate(shares) if j not in capped) or 1.0
